@@ -1,0 +1,140 @@
+"""Password reset codes, kept in Redis only as an HMAC.
+
+A code is 6 characters from ``A-Z0-9`` drawn with ``secrets`` (no modulo bias), valid for
+the policy's expiry, compared case-insensitively. One Lua script checks it, counts wrong
+tries (the policy's limit burns it), tells expired from missing and *claims* it, so that of
+many concurrent requests with one valid code exactly one goes on. The claimer then either
+consumes the code (after the password change commits) or releases it (weak new password,
+failed write), so the user can retry. A claim left behind by a crashed process lapses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+from enum import Enum
+
+from api.errors import CodeExpired, CodeInvalid, CodeNotFound
+from api.kv import Keys, LuaScript, Redis
+
+CODE_ALPHABET = string.ascii_uppercase + string.digits
+CODE_LENGTH = 6
+# Remember an expired code this long, so a late try says "expired", not "not found".
+_EXPIRED_MEMORY_MS = 24 * 3600 * 1000
+# A claim lapses after this long, should its holder die between claim and consume.
+CLAIM_TTL_MS = 30_000
+
+
+class CodeCheck(Enum):
+    OK = "ok"
+    MISSING = "missing"
+    EXPIRED = "expired"
+    INVALID = "invalid"
+
+
+_ISSUE = LuaScript(
+    """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'mac', ARGV[1], 'exp', now + ttl, 'tries', 0, 'issued', now)
+redis.call('PEXPIRE', KEYS[1], ttl + tonumber(ARGV[3]))
+return now
+"""
+)
+
+# ARGV: candidate mac, max tries, claim id, claim ttl ms, not-before ms (codes issued before
+# the user's last password change are void).
+_CHECK_AND_CLAIM = LuaScript(
+    """
+local h = redis.call('HMGET', KEYS[1], 'mac', 'exp', 'tries', 'claim', 'claim_until', 'issued')
+if not h[1] then return 'missing' end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if tonumber(h[6]) < tonumber(ARGV[5]) then
+  redis.call('DEL', KEYS[1])
+  return 'missing'
+end
+if h[4] and tonumber(h[5]) > now then return 'missing' end
+if tonumber(h[2]) <= now then return 'expired' end
+if h[1] == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'claim', ARGV[3], 'claim_until', now + tonumber(ARGV[4]))
+  return 'ok'
+end
+local tries = redis.call('HINCRBY', KEYS[1], 'tries', 1)
+if tries >= tonumber(ARGV[2]) then redis.call('DEL', KEYS[1]) end
+return 'invalid'
+"""
+)
+
+_RELEASE = LuaScript(
+    """
+if redis.call('HGET', KEYS[1], 'claim') == ARGV[1] then
+  redis.call('HDEL', KEYS[1], 'claim', 'claim_until')
+  return 1
+end
+return 0
+"""
+)
+
+
+def generate_code() -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+
+
+def code_mac(secret_key: str, user_id: str, code: str) -> str:
+    message = f"reset-code:{user_id}:{code.strip().upper()}".encode()
+    return hmac.new(secret_key.encode(), message, hashlib.sha256).hexdigest()
+
+
+async def store_code(
+    redis: Redis, keys: Keys, *, secret_key: str, user_id: str, code: str, expiry_s: int
+) -> None:
+    """Store a new code for the user, replacing any earlier one."""
+    mac = code_mac(secret_key, user_id, code)
+    await _ISSUE(redis, [keys.reset_code(user_id)], (mac, expiry_s * 1000, _EXPIRED_MEMORY_MS))
+
+
+async def claim_code(
+    redis: Redis,
+    keys: Keys,
+    *,
+    secret_key: str,
+    user_id: str,
+    code: str,
+    max_tries: int,
+    not_before_ms: int,
+) -> str:
+    """Verify and claim the user's code; return the claim id, or raise the contract's error."""
+    claim_id = secrets.token_hex(16)
+    result = await _CHECK_AND_CLAIM(
+        redis,
+        [keys.reset_code(user_id)],
+        (
+            code_mac(secret_key, user_id, code),
+            max(1, max_tries),
+            claim_id,
+            CLAIM_TTL_MS,
+            not_before_ms,
+        ),
+    )
+    outcome = CodeCheck(result.decode() if isinstance(result, bytes) else result)
+    if outcome is CodeCheck.OK:
+        return claim_id
+    if outcome is CodeCheck.EXPIRED:
+        raise CodeExpired()
+    if outcome is CodeCheck.INVALID:
+        raise CodeInvalid()
+    raise CodeNotFound()
+
+
+async def release_claim(redis: Redis, keys: Keys, *, user_id: str, claim_id: str) -> None:
+    await _RELEASE(redis, [keys.reset_code(user_id)], (claim_id,))
+
+
+async def burn_code(redis: Redis, keys: Keys, *, user_id: str) -> None:
+    """Any password change ends the user's code (used, or made stale)."""
+    await redis.delete(keys.reset_code(user_id))

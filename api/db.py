@@ -1,0 +1,43 @@
+"""Postgres access: the asyncpg pool with JSON codecs. SQL lives in the module owning a table."""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import asyncpg
+import msgspec
+from asyncpg.pool import PoolConnectionProxy
+
+from api.settings import Settings
+
+Record = asyncpg.Record
+Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
+# A plain connection or one borrowed from the pool: the repositories take either.
+Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+
+
+def _encode_json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            name, encoder=_encode_json, decoder=msgspec.json.decode, schema="pg_catalog"
+        )
+
+
+async def create_pool(settings: Settings, **overrides: Any) -> Pool:
+    """A pool that opens connections lazily (min 0 by default), so the API starts while
+    Postgres is down and answers 503 until it is back."""
+    options: dict[str, Any] = {
+        "min_size": settings.db_pool_min,
+        "max_size": settings.db_pool_max,
+        "timeout": settings.db_connect_timeout_s,
+        "command_timeout": settings.db_command_timeout_s,
+        "init": _init_connection,
+        "max_inactive_connection_lifetime": 300.0,
+    }
+    options.update(overrides)
+    pool: Pool = await asyncpg.create_pool(settings.database_url, **options)
+    return pool

@@ -1,0 +1,122 @@
+"""Password hashing in a bounded thread pool; the event loop never hashes.
+
+argon2-cffi and bcrypt release the GIL, so a pool with one thread per core hashes in
+parallel. When more than ``hash_queue_limit`` hashes are waiting, a request is refused at
+once (503 ``SERVER-0verl``) rather than queued without bound. The synchronous entry points
+refuse to run on an event-loop thread, so a slip is a loud error, not a stalled server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import argon2
+import bcrypt
+
+from api.errors import HashInvalid, Overloaded
+from api.settings import Settings
+
+T = TypeVar("T")
+_BCRYPT_MAX_BYTES = 72
+
+
+class HashingOnEventLoop(RuntimeError):
+    """A hash was computed on an event-loop thread; use ``PasswordHasher``'s async methods."""
+
+
+def _refuse_event_loop_thread() -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise HashingOnEventLoop("password hashing must not run on the event-loop thread")
+
+
+def is_supported_hash(encoded: str) -> bool:
+    if encoded.startswith(("$argon2id$", "$argon2i$", "$argon2d$")):
+        try:
+            argon2.extract_parameters(encoded)
+        except argon2.exceptions.InvalidHashError:
+            return False
+        return True
+    if encoded.startswith(("$2a$", "$2b$", "$2y$")):
+        return len(encoded) == 60
+    return False
+
+
+class PasswordHasher:
+    """argon2id for new hashes; argon2 (any variant) and bcrypt verification of imports."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._argon2 = argon2.PasswordHasher(
+            time_cost=settings.argon2_time_cost,
+            memory_cost=settings.argon2_memory_kib,
+            parallelism=settings.argon2_parallelism,
+            type=argon2.Type.ID,
+        )
+        self._threads = settings.hash_threads
+        self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="hash")
+        # In flight = running + waiting; more than threads + queue limit is an overload.
+        self._capacity = self._threads + settings.hash_queue_limit
+        self._in_flight = 0
+        self._guard = threading.Lock()
+
+    # --- synchronous primitives (worker threads only) ------------------------------------
+
+    def hash_sync(self, password: str) -> str:
+        _refuse_event_loop_thread()
+        return self._argon2.hash(password)
+
+    def verify_sync(self, encoded: str, password: str) -> bool:
+        _refuse_event_loop_thread()
+        if encoded.startswith("$argon2"):
+            try:
+                return self._argon2.verify(encoded, password)
+            except argon2.exceptions.VerificationError:
+                return False
+            except argon2.exceptions.InvalidHashError:
+                raise HashInvalid() from None
+        if encoded.startswith(("$2a$", "$2b$", "$2y$")):
+            # bcrypt 5 raises past 72 bytes; the hash was made from the first 72, as bcrypt does.
+            secret = password.encode()[:_BCRYPT_MAX_BYTES]
+            try:
+                return bcrypt.checkpw(secret, encoded.encode())
+            except ValueError:
+                raise HashInvalid() from None
+        raise HashInvalid()
+
+    def needs_rehash(self, encoded: str) -> bool:
+        if not encoded.startswith("$argon2id$"):
+            return True
+        return self._argon2.check_needs_rehash(encoded)
+
+    # --- async entry points --------------------------------------------------------------
+
+    async def hash(self, password: str) -> str:
+        return await self._submit(self.hash_sync, password)
+
+    async def verify(self, encoded: str, password: str) -> bool:
+        return await self._submit(self.verify_sync, encoded, password)
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def _submit(self, fn: Callable[..., T], *args: str) -> T:
+        with self._guard:
+            if self._in_flight >= self._capacity:
+                raise Overloaded(retry_after=1)
+            self._in_flight += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, fn, *args)
+        finally:
+            with self._guard:
+                self._in_flight -= 1
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

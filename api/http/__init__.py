@@ -1,0 +1,1 @@
+"""The HTTP (JSON) transport: thin routes over the domain modules."""

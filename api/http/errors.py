@@ -1,0 +1,109 @@
+"""The one place where errors become the wire body.
+
+``{"code", "message", "details": [{"@type", "id", "message"}]}`` with the HTTP status of the
+gRPC code, ``Retry-After`` on 429/503 and ``WWW-Authenticate`` on 401. Unexpected errors are
+logged by type and stack frames only (an exception's text may carry a parameter value) and
+answered with a bare 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any
+
+import asyncpg
+import msgspec
+import redis.exceptions
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException
+
+from api.errors import (
+    InternalError,
+    MethodNotAllowed,
+    RequestInvalid,
+    RequestTooLarge,
+    RouteNotFound,
+    ServiceError,
+    StoreUnavailable,
+    Unauthenticated,
+)
+
+log = logging.getLogger("identity.http")
+
+DETAIL_TYPE = "type.googleapis.com/zitadel.v1.ErrorDetail"
+
+# Postgres or Redis out of reach: a 503 the client may retry, never a 500.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, timeouts (TimeoutError is an OSError)
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.exceptions.OperatorInterventionError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+
+class ErrorDetail(msgspec.Struct):
+    type: str = msgspec.field(name="@type")
+    id: str = ""
+    message: str = ""
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=True):
+    code: int
+    message: str
+    details: list[ErrorDetail] = []
+
+
+def error_body(error: ServiceError) -> bytes:
+    details = [ErrorDetail(DETAIL_TYPE, error.error_id, error.message)] if error.error_id else []
+    return msgspec.json.encode(ErrorBody(error.grpc_code, error.wire_message, details))
+
+
+def as_service_error(exc: BaseException) -> ServiceError:
+    if isinstance(exc, ServiceError):
+        return exc
+    if isinstance(exc, NotFoundException):
+        return RouteNotFound()
+    if isinstance(exc, MethodNotAllowedException):
+        return MethodNotAllowed()
+    if isinstance(exc, HTTPException):
+        if exc.status_code == 413:
+            return RequestTooLarge()
+        if exc.status_code == 404:
+            return RouteNotFound()
+        if exc.status_code == 405:
+            return MethodNotAllowed()
+        if 400 <= exc.status_code < 500:
+            return RequestInvalid(f"invalid request: {exc.detail}")
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        log.warning("store unavailable: %s", type(exc).__name__)
+        return StoreUnavailable(retry_after=1)
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("unexpected %s\n%s", type(exc).__name__, frames)
+    return InternalError()
+
+
+def error_response(error: ServiceError) -> Response[bytes]:
+    headers: dict[str, str] = {}
+    if error.http_status in (429, 503):
+        headers["Retry-After"] = str(error.retry_after or 1)
+    if isinstance(error, Unauthenticated):
+        headers["WWW-Authenticate"] = (
+            'Bearer realm="identity", error="invalid_token"'
+            if error.error_id
+            else 'Bearer realm="identity"'
+        )
+    return Response(
+        content=error_body(error),
+        status_code=error.http_status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def handle_exception(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    return error_response(as_service_error(exc))

@@ -1,0 +1,113 @@
+"""One typed settings struct, read once from ``IDENTITY_*`` environment variables.
+
+Every default points at a local service, so a fresh checkout runs with no configuration.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import msgspec
+
+ENV_PREFIX = "IDENTITY_"
+_DEV_SECRET = "dev-only-secret-change-me-0123456789abcdef"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str = "postgresql://root@127.0.0.1:5432/identity"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: str = "redis://127.0.0.1:6379/1"
+    smtp_url: str = "smtp://127.0.0.1:8025"
+    mail_from: str = "Identity <no-reply@identity.localhost>"
+    # Keys HMACs of tokens and reset codes and encrypts codes in the outbox.
+    secret_key: str = _DEV_SECRET
+    # Prefix of every Redis key, so several deployments (or test runs) share one Redis.
+    redis_prefix: str = "idn:"
+    # Public base URL used in the default reset link.
+    public_url: str = "http://127.0.0.1:8080"
+    default_reset_url_template: str = (
+        "http://127.0.0.1:8080/ui/password/reset?userID={{.UserID}}&code={{.Code}}&orgID={{.OrgID}}"
+    )
+
+    # argon2id, OWASP's recommended minimum.
+    argon2_time_cost: int = 2
+    argon2_memory_kib: int = 19456
+    argon2_parallelism: int = 1
+    # Threads that hash (0: one per core) and how many hashes may wait before a 503.
+    hash_workers: int = 0
+    hash_queue_limit: int = 64
+
+    db_pool_min: int = 0
+    db_pool_max: int = 10
+    db_connect_timeout_s: float = 2.0
+    db_command_timeout_s: float = 10.0
+    redis_timeout_s: float = 1.0
+    token_cache_ttl_s: int = 300
+    max_body_bytes: int = 64 * 1024
+
+    # Instance policy defaults (each organization may override them).
+    policy_min_length: int = 8
+    policy_has_lowercase: bool = True
+    policy_has_uppercase: bool = True
+    policy_has_number: bool = True
+    policy_has_symbol: bool = True
+    policy_blocklist: bool = True
+    policy_history: int = 0
+    policy_max_password_attempts: int = 10
+    policy_max_code_attempts: int = 5
+    policy_code_expiry_seconds: int = 3600
+    policy_notify_password_change: bool = True
+    policy_reset_requests_per_hour: int = 5
+
+    # Rate limits that are not per-organization policy.
+    rate_failed_verifications_per_ip_per_minute: int = 100
+    rate_verifications_per_user_per_minute: int = 60
+
+    # Optional breached-password check (k-anonymity range API, HIBP-compatible).
+    breach_check_url: str = ""
+    breach_check_fail_closed: bool = False
+    breach_check_timeout_s: float = 2.0
+
+    # Outbox relay and Celery.
+    relay_interval_s: float = 5.0
+    relay_min_age_s: float = 3.0
+    # An outbox row published but not processed after this long is published again.
+    relay_redeliver_after_s: float = 300.0
+    broker_visibility_timeout_s: int = 900
+    broker_timeout_s: float = 2.0
+    task_max_retries: int = 10
+    task_retry_backoff_max_s: int = 300
+    smtp_timeout_s: float = 10.0
+    # Test hook: seconds a mail task waits before sending (fault tests kill it there).
+    mail_task_delay_s: float = 0.0
+
+    log_level: str = "INFO"
+
+    @property
+    def hash_threads(self) -> int:
+        return self.hash_workers or (os.cpu_count() or 1)
+
+    @property
+    def uses_dev_secret(self) -> bool:
+        return self.secret_key == _DEV_SECRET
+
+
+def settings_from_env(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    for field in Settings.__struct_fields__:
+        value = env.get(ENV_PREFIX + field.upper())
+        if value is not None:
+            raw[field] = value
+    raw.update(overrides)
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SystemExit(f"invalid configuration: {exc}") from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return settings_from_env()

@@ -1,0 +1,82 @@
+"""The Celery app: configuration chosen on purpose, and publishing outbox rows.
+
+- JSON only; a task's only argument is an outbox id (no secret ever crosses the broker).
+- ``acks_late`` + ``task_reject_on_worker_lost``: a task is acknowledged after it ran, so a
+  worker killed mid-task leaves the message to be delivered again; tasks are idempotent.
+- Redis broker: ``visibility_timeout`` (default 15 min) is how long an unacknowledged message
+  of a dead worker waits before redelivery. It is above the longest retry countdown
+  (``task_retry_backoff_max_s``, 5 min) so a scheduled retry is not redelivered early, and
+  the outbox relay re-publishes anything unprocessed after ``relay_redeliver_after_s`` anyway.
+- Socket and connect timeouts, so a silent broker fails a publish in seconds, never hangs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from celery import Celery
+
+from api.outbox import TASK_RELAY_OUTBOX, OutboxRow
+from api.settings import Settings
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    timeout = settings.broker_timeout_s
+    return {
+        "broker_url": settings.broker_url,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": "identity",
+        "task_track_started": True,
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": timeout,
+        "broker_connection_max_retries": None,
+        "broker_transport_options": {
+            "visibility_timeout": settings.broker_visibility_timeout_s,
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
+        "broker_pool_limit": 4,
+        "enable_utc": True,
+        "timezone": "UTC",
+        "beat_schedule": {
+            "relay-outbox": {
+                "task": TASK_RELAY_OUTBOX,
+                "schedule": settings.relay_interval_s,
+                # A relay not started in time is superseded by the next one.
+                "options": {"expires": max(1.0, settings.relay_interval_s * 2)},
+            }
+        },
+    }
+
+
+def create_celery(settings: Settings) -> Celery:
+    app = Celery("identity", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+def publish_outbox_rows(app: Celery, rows: Sequence[OutboxRow]) -> None:
+    """Publish each row as a task carrying only its outbox id. Blocks: call off the loop."""
+    with app.producer_or_acquire() as producer:
+        for row in rows:
+            app.send_task(
+                row.task,
+                args=[row.id],
+                task_id=f"outbox-{row.id}",
+                producer=producer,
+                retry=False,
+            )

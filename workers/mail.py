@@ -1,0 +1,96 @@
+"""E-mail over SMTP, configured by one URL.
+
+``smtp://host:port`` (plain), ``smtp://user:pass@host:587?starttls=true`` (STARTTLS and
+login), ``smtps://user:pass@host:465`` (implicit TLS).
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from email.message import EmailMessage
+from email.utils import make_msgid
+from html import escape
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from api.settings import Settings
+
+
+def build_message(
+    *, settings: Settings, to: str, subject: str, text: str, html: str, outbox_id: int
+) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = settings.mail_from
+    message["To"] = to
+    message["Subject"] = subject
+    message["Message-ID"] = make_msgid(idstring=f"outbox-{outbox_id}", domain="identity.localhost")
+    message["X-Identity-Outbox-Id"] = str(outbox_id)
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
+    return message
+
+
+def password_changed_message(
+    *, settings: Settings, to: str, name: str, outbox_id: int
+) -> EmailMessage:
+    text = (
+        f"Hello {name},\n\nthe password of your account was changed.\n"
+        "If you did not change it, reset your password now and contact your administrator.\n"
+    )
+    html = (
+        f"<p>Hello {escape(name)},</p><p>the password of your account was changed.</p>"
+        "<p>If you did not change it, reset your password now and contact your "
+        "administrator.</p>"
+    )
+    return build_message(
+        settings=settings,
+        to=to,
+        subject="Your password was changed",
+        text=text,
+        html=html,
+        outbox_id=outbox_id,
+    )
+
+
+def password_reset_message(
+    *, settings: Settings, to: str, name: str, link: str, code: str, outbox_id: int
+) -> EmailMessage:
+    text = (
+        f"Hello {name},\n\nsomeone asked to reset the password of your account.\n"
+        f"Open this link to choose a new password:\n\n{link}\n\n"
+        f"Or enter this code: {code}\n\nIf it was not you, ignore this e-mail.\n"
+    )
+    html = (
+        f"<p>Hello {escape(name)},</p><p>someone asked to reset the password of your account."
+        f'</p><p><a href="{escape(link)}">Choose a new password</a></p>'
+        f"<p>Or enter this code: <b>{escape(code)}</b></p>"
+        "<p>If it was not you, ignore this e-mail.</p>"
+    )
+    return build_message(
+        settings=settings,
+        to=to,
+        subject="Reset your password",
+        text=text,
+        html=html,
+        outbox_id=outbox_id,
+    )
+
+
+def send(settings: Settings, message: EmailMessage) -> None:
+    url = urlsplit(settings.smtp_url)
+    options = {k: v[-1].lower() for k, v in parse_qs(url.query).items()}
+    host = url.hostname or "127.0.0.1"
+    timeout = settings.smtp_timeout_s
+    client: smtplib.SMTP
+    if url.scheme == "smtps":
+        client = smtplib.SMTP_SSL(
+            host, url.port or 465, timeout=timeout, context=ssl.create_default_context()
+        )
+    else:
+        client = smtplib.SMTP(host, url.port or 25, timeout=timeout)
+    with client:
+        if url.scheme != "smtps" and options.get("starttls") in ("true", "1", "yes"):
+            client.starttls(context=ssl.create_default_context())
+        if url.username:
+            client.login(unquote(url.username), unquote(url.password or ""))
+        client.send_message(message)

@@ -1,0 +1,176 @@
+"""The side effects of a password change, each idempotent by outbox id.
+
+Every task takes the outbox row's lock, returns at once if the row is already processed (a
+second delivery), does its work, appends its audit event and marks the row processed, all in
+one transaction. A mail is sent while the row is locked, so two deliveries racing each other
+cannot both send; a worker killed before the commit leaves the row unprocessed and the
+message unacknowledged, so the mail is sent again by the next delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import smtplib
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import redis.exceptions
+from celery import Celery, Task
+from celery.exceptions import Ignore
+
+from api import crypto, events, outbox, sessions, users
+from api.db import Connection
+from api.errors import UserNotFound
+from api.outbox import OutboxItem
+from api.passwords import render_url_template
+from workers import mail
+from workers.runtime import Runtime, run, runtime
+
+log = logging.getLogger("identity.tasks")
+
+TRANSIENT = (
+    OSError,
+    smtplib.SMTPException,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+Handler = Callable[[Runtime, Connection, OutboxItem], Awaitable[str]]
+
+
+async def process(outbox_id: int, handler: Handler) -> str:
+    rt = runtime()
+    async with rt.pool.acquire() as conn, conn.transaction():
+        item = await outbox.lock_for_processing(conn, outbox_id)
+        if item is None:
+            return "missing"
+        if item.processed_at is not None:
+            return "duplicate"
+        outcome = await handler(rt, conn, item)
+        await outbox.mark_processed(conn, outbox_id)
+    return outcome
+
+
+async def _pause_for_fault_tests(rt: Runtime) -> None:
+    if rt.settings.mail_task_delay_s > 0:
+        await asyncio.sleep(rt.settings.mail_task_delay_s)
+
+
+async def password_changed_email(rt: Runtime, conn: Connection, item: OutboxItem) -> str:
+    try:
+        user = await users.get_user(conn, item.payload["userId"])
+    except UserNotFound:
+        return "skipped: user removed"
+    if not user.email:
+        return "skipped: no e-mail address"
+    await _pause_for_fault_tests(rt)
+    message = mail.password_changed_message(
+        settings=rt.settings,
+        to=user.email,
+        name=user.display_name or user.username,
+        outbox_id=item.id,
+    )
+    await asyncio.to_thread(mail.send, rt.settings, message)
+    await events.append_user_event(
+        conn,
+        user_id=user.id,
+        event_type=events.PASSWORD_CHANGE_SENT,
+        payload={"outboxId": item.id, "changeSequence": item.event_sequence},
+        creator="system",
+    )
+    return "sent"
+
+
+async def password_reset_email(rt: Runtime, conn: Connection, item: OutboxItem) -> str:
+    try:
+        user = await users.get_user(conn, item.payload["userId"])
+    except UserNotFound:
+        return "skipped: user removed"
+    if not user.email:
+        return "skipped: no e-mail address"
+    code = crypto.decrypt(rt.settings.secret_key, item.payload["encryptedCode"])
+    link = render_url_template(
+        item.payload["urlTemplate"], user_id=user.id, code=code, org_id=user.org_id
+    )
+    await _pause_for_fault_tests(rt)
+    message = mail.password_reset_message(
+        settings=rt.settings,
+        to=user.email,
+        name=user.display_name or user.username,
+        link=link,
+        code=code,
+        outbox_id=item.id,
+    )
+    await asyncio.to_thread(mail.send, rt.settings, message)
+    await events.append_user_event(
+        conn,
+        user_id=user.id,
+        event_type=events.PASSWORD_CODE_SENT,
+        payload={"outboxId": item.id, "codeSequence": item.event_sequence},
+        creator="system",
+    )
+    return "sent"
+
+
+async def revoke_other_sessions(rt: Runtime, conn: Connection, item: OutboxItem) -> str:
+    count = await sessions.revoke_sessions_before(
+        conn,
+        rt.redis,
+        rt.keys,
+        user_id=item.payload["userId"],
+        before=item.created_at,
+        except_session_id=item.payload.get("exceptSessionId"),
+    )
+    return f"revoked {count}"
+
+
+def _run_handler(task: Task, outbox_id: int, handler: Handler) -> str:  # type: ignore[type-arg]
+    try:
+        return run(process(outbox_id, handler))
+    except TRANSIENT as exc:
+        # Exponential backoff with jitter; past max_retries the relay re-publishes later.
+        log.warning(
+            "%s for outbox %s failed (%s), retrying", task.name, outbox_id, type(exc).__name__
+        )
+        rt = runtime()
+        retries = task.request.retries
+        if retries >= rt.settings.task_max_retries:
+            raise Ignore() from None
+        countdown = min(rt.settings.task_retry_backoff_max_s, 2**retries)
+        jitter = random.uniform(0, countdown / 2)
+        raise task.retry(countdown=countdown + jitter, exc=exc) from None
+
+
+def register(app: Celery) -> None:
+    """Register the tasks on ``app`` under the outbox's task names."""
+
+    @app.task(name=outbox.TASK_PASSWORD_CHANGED_EMAIL, bind=True)
+    def send_password_changed_email(self: Task, outbox_id: int) -> str:  # type: ignore[type-arg]
+        return _run_handler(self, outbox_id, password_changed_email)
+
+    @app.task(name=outbox.TASK_PASSWORD_RESET_EMAIL, bind=True)
+    def send_password_reset_email(self: Task, outbox_id: int) -> str:  # type: ignore[type-arg]
+        return _run_handler(self, outbox_id, password_reset_email)
+
+    @app.task(name=outbox.TASK_REVOKE_SESSIONS, bind=True)
+    def revoke_sessions(self: Task, outbox_id: int) -> str:  # type: ignore[type-arg]
+        return _run_handler(self, outbox_id, revoke_other_sessions)
+
+    @app.task(name=outbox.TASK_RELAY_OUTBOX, ignore_result=True)
+    def relay_outbox() -> int:
+        rt = runtime()
+        from workers.celery_app import publish_outbox_rows
+
+        return run(
+            outbox.relay_due(
+                rt.pool,
+                lambda rows: publish_outbox_rows(app, rows),
+                min_age_s=rt.settings.relay_min_age_s,
+                redeliver_after_s=rt.settings.relay_redeliver_after_s,
+            )
+        )
