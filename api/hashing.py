@@ -36,15 +36,29 @@ def _refuse_event_loop_thread() -> None:
     raise HashingOnEventLoop("password hashing must not run on the event-loop thread")
 
 
+# Imported hashes are verified at every login: refuse parameters that would let one hash
+# cost seconds or gigabytes.
+MAX_IMPORTED_ARGON2_MEMORY_KIB = 256 * 1024
+MAX_IMPORTED_ARGON2_TIME_COST = 10
+MAX_IMPORTED_ARGON2_PARALLELISM = 16
+MAX_IMPORTED_BCRYPT_COST = 14
+
+
 def is_supported_hash(encoded: str) -> bool:
+    """An argon2 (PHC) or bcrypt (MCF) hash whose cost is within bounds."""
     if encoded.startswith(("$argon2id$", "$argon2i$", "$argon2d$")):
         try:
-            argon2.extract_parameters(encoded)
+            params = argon2.extract_parameters(encoded)
         except argon2.exceptions.InvalidHashError:
             return False
-        return True
-    if encoded.startswith(("$2a$", "$2b$", "$2y$")):
-        return len(encoded) == 60
+        return (
+            params.memory_cost <= MAX_IMPORTED_ARGON2_MEMORY_KIB
+            and params.time_cost <= MAX_IMPORTED_ARGON2_TIME_COST
+            and params.parallelism <= MAX_IMPORTED_ARGON2_PARALLELISM
+        )
+    if encoded.startswith(("$2a$", "$2b$", "$2y$")) and len(encoded) == 60:
+        cost = encoded[4:6]
+        return cost.isdigit() and 4 <= int(cost) <= MAX_IMPORTED_BCRYPT_COST
     return False
 
 

@@ -14,6 +14,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from api.db import create_pool
 from api.hashing import PasswordHasher
 from api.http.errors import handle_exception
+from api.http.openapi import add_body_schemas
 from api.http.routes import ROUTES
 from api.kv import Keys, create_redis
 from api.outbox import OutboxDispatcher, OutboxRow
@@ -77,7 +78,7 @@ def create_app(
             await pool.close()
 
     prometheus = PrometheusConfig(app_name="identity", prefix="identity", group_path=True)
-    return Litestar(
+    app = Litestar(
         route_handlers=[*ROUTES, IdentityPrometheusController],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
@@ -91,3 +92,5 @@ def create_app(
         ),
         debug=False,
     )
+    add_body_schemas(app)
+    return app
