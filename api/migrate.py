@@ -106,7 +106,9 @@ async def ensure_database(database_url: str) -> bool:
     admin = await asyncpg.connect(base + "/postgres")
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
-    except asyncpg.DuplicateDatabaseError:
+    except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+        # A concurrent run created it first (the loser of that race sees a unique violation
+        # on pg_database rather than DuplicateDatabaseError).
         return False
     finally:
         await admin.close()

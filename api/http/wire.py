@@ -289,7 +289,7 @@ def _leaf_message(root: type[WireIn], path: list[str], raw: str) -> str:
             struct = _struct_in(annotation)
         low, high = _length_bounds(annotation) if annotation is not None else (None, None)
         return length_message(low, high)
-    if raw.startswith("Expected `str`"):
+    if raw.startswith(("Expected `str`", "Expected `str | null`")):
         return "value must be a string"
     if raw.startswith("Expected `bool`"):
         return "value must be a boolean"
@@ -319,7 +319,10 @@ def decode(body: bytes, struct: type[S]) -> S:
         try:
             raw = _json_decoder.decode(body)
         except msgspec.DecodeError as exc:
-            raise RequestInvalid(f"invalid {proto}: {exc}") from None
+            reason = str(exc)
+            if not reason.startswith("JSON is malformed"):
+                reason = f"JSON is malformed: {reason}"
+            raise RequestInvalid(f"invalid {proto}: {reason}") from None
     if not isinstance(raw, dict):
         raise RequestInvalid(f"invalid {proto}: the body must be a JSON object")
     try:
