@@ -91,6 +91,8 @@ def create_app(
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         ),
         debug=False,
+        # Logging is configured once by the process (``identity serve``), not by the app.
+        logging_config=None,
     )
     add_body_schemas(app)
     return app
