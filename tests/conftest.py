@@ -23,7 +23,9 @@ from api.migrate import migrate
 from api.settings import Settings, settings_from_env
 from tests.support import World
 
-ADMIN_URL = os.environ.get("IDENTITY_TEST_DATABASE_ADMIN_URL", "postgresql://root@127.0.0.1:5432/postgres")
+ADMIN_URL = os.environ.get(
+    "IDENTITY_TEST_DATABASE_ADMIN_URL", "postgresql://root@127.0.0.1:5432/postgres"
+)
 REDIS_URL = os.environ.get("IDENTITY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RUN_ID = uuid.uuid4().hex[:10]
 

@@ -84,7 +84,11 @@ class World:
         """A machine user with ``role`` in ``org_id`` and its PAT (as ``identity token create``)."""
         user_id = new_id()
         await users.insert_user(
-            self.db, user_id=user_id, org_id=org_id, kind="machine", role=role,
+            self.db,
+            user_id=user_id,
+            org_id=org_id,
+            kind="machine",
+            role=role,
             username=f"{role.lower()}-{user_id}",
         )
         return await auth.create_personal_access_token(
@@ -121,7 +125,11 @@ class World:
     async def login(self, user: Human | str, password: str | None = None) -> tuple[str, str]:
         """Log in through ``POST /v2/sessions``; return (session id, session token)."""
         login_name = user.username if isinstance(user, Human) else user
-        secret = password if password is not None else (user.password if isinstance(user, Human) else None)
+        secret = (
+            password
+            if password is not None
+            else (user.password if isinstance(user, Human) else None)
+        )
         response = await self.client.post(
             "/v2/sessions",
             json={"checks": {"user": {"loginName": login_name}, "password": {"password": secret}}},
@@ -133,7 +141,9 @@ class World:
     async def try_login(self, login_name: str, password: str) -> httpx.Response:
         response: httpx.Response = await self.client.post(
             "/v2/sessions",
-            json={"checks": {"user": {"loginName": login_name}, "password": {"password": password}}},
+            json={
+                "checks": {"user": {"loginName": login_name}, "password": {"password": password}}
+            },
         )
         return response
 

@@ -11,7 +11,8 @@ async def test_create_login_change_and_logout(world: World) -> None:
     session_id, session_token = await world.login(alice)
 
     response = await world.set_password(
-        session_token, alice.user_id,
+        session_token,
+        alice.user_id,
         {"newPassword": {"password": "N3w!Password"}, "currentPassword": STRONG_PASSWORD},
     )
     assert response.status_code == 200, response.text

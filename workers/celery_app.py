@@ -7,6 +7,8 @@
   of a dead worker waits before redelivery. It is above the longest retry countdown
   (``task_retry_backoff_max_s``, 5 min) so a scheduled retry is not redelivered early, and
   the outbox relay re-publishes anything unprocessed after ``relay_redeliver_after_s`` anyway.
+  Workers sweep for such messages every ``visibility_timeout / 10`` seconds (1..60 s); kombu's
+  default sweep is every 100 s, far too slow for a short timeout.
 - Socket and connect timeouts, so a silent broker fails a publish in seconds, never hangs it.
 """
 
@@ -23,6 +25,7 @@ from api.settings import Settings
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     timeout = settings.broker_timeout_s
+    restore_every_s = max(1, min(60, settings.broker_visibility_timeout_s // 10))
     return {
         "broker_url": settings.broker_url,
         "task_serializer": "json",
@@ -42,6 +45,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_max_retries": None,
         "broker_transport_options": {
             "visibility_timeout": settings.broker_visibility_timeout_s,
+            "unacked_restore_interval": restore_every_s,
+            "unacked_restore_throttle": 1,
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
             "max_retries": 1,

@@ -70,12 +70,18 @@ class MailSink:
         return found
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="SMTP server that stores mail as .eml files")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m workers.smtp_sink", description="SMTP server that stores mail as .eml files"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8025)
     parser.add_argument("--dir", default="var/mail")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     sink = MailSink(Path(args.dir), args.host, args.port).start()
     print(f"mail sink on {sink.url}, writing to {sink.directory}/", flush=True)
     stop = threading.Event()

@@ -20,7 +20,7 @@ import redis.exceptions
 from celery import Celery, Task
 from celery.exceptions import Ignore
 
-from api import crypto, events, outbox, sessions, users
+from api import auth, crypto, events, outbox, sessions, users
 from api.db import Connection
 from api.errors import UserNotFound
 from api.outbox import OutboxItem
@@ -40,19 +40,27 @@ TRANSIENT = (
     redis.exceptions.TimeoutError,
 )
 
-Handler = Callable[[Runtime, Connection, OutboxItem], Awaitable[str]]
+AfterCommit = list[Callable[[], Awaitable[object]]]
+# A handler does the work inside the row's transaction and may add steps to run after commit.
+Handler = Callable[[Runtime, Connection, OutboxItem, AfterCommit], Awaitable[str]]
 
 
 async def process(outbox_id: int, handler: Handler) -> str:
     rt = runtime()
+    after_commit: AfterCommit = []
     async with rt.pool.acquire() as conn, conn.transaction():
         item = await outbox.lock_for_processing(conn, outbox_id)
         if item is None:
             return "missing"
         if item.processed_at is not None:
             return "duplicate"
-        outcome = await handler(rt, conn, item)
+        outcome = await handler(rt, conn, item, after_commit)
         await outbox.mark_processed(conn, outbox_id)
+    for step in after_commit:
+        try:
+            await step()
+        except Exception as exc:  # the committed work stands; this step was a safeguard
+            log.warning("after-commit step for outbox %s failed: %s", outbox_id, type(exc).__name__)
     return outcome
 
 
@@ -61,7 +69,9 @@ async def _pause_for_fault_tests(rt: Runtime) -> None:
         await asyncio.sleep(rt.settings.mail_task_delay_s)
 
 
-async def password_changed_email(rt: Runtime, conn: Connection, item: OutboxItem) -> str:
+async def password_changed_email(
+    rt: Runtime, conn: Connection, item: OutboxItem, _: AfterCommit
+) -> str:
     try:
         user = await users.get_user(conn, item.payload["userId"])
     except UserNotFound:
@@ -86,7 +96,9 @@ async def password_changed_email(rt: Runtime, conn: Connection, item: OutboxItem
     return "sent"
 
 
-async def password_reset_email(rt: Runtime, conn: Connection, item: OutboxItem) -> str:
+async def password_reset_email(
+    rt: Runtime, conn: Connection, item: OutboxItem, _: AfterCommit
+) -> str:
     try:
         user = await users.get_user(conn, item.payload["userId"])
     except UserNotFound:
@@ -117,15 +129,23 @@ async def password_reset_email(rt: Runtime, conn: Connection, item: OutboxItem) 
     return "sent"
 
 
-async def revoke_other_sessions(rt: Runtime, conn: Connection, item: OutboxItem) -> str:
+async def revoke_other_sessions(
+    rt: Runtime, conn: Connection, item: OutboxItem, after_commit: AfterCommit
+) -> str:
+    user_id = item.payload["userId"]
     count = await sessions.revoke_sessions_before(
         conn,
         rt.redis,
         rt.keys,
-        user_id=item.payload["userId"],
+        user_id=user_id,
         before=item.created_at,
         except_session_id=item.payload.get("exceptSessionId"),
     )
+    if count:
+        # The cache entries were deleted before the commit; a request in between may have
+        # cached a principal from the not-yet-revoked row. Delete the user's entries again
+        # once the revocation is visible (valid tokens are re-read from Postgres).
+        after_commit.append(lambda: auth.forget_user_tokens(rt.pool, rt.redis, rt.keys, user_id))
     return f"revoked {count}"
 
 
