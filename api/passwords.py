@@ -368,7 +368,7 @@ async def request_password_reset(
         "expirySeconds": policy.code_expiry_seconds,
     }
     if not return_code:
-        template = url_template or stores.settings.default_reset_url_template
+        template = url_template or stores.settings.reset_url_template
         task = outbox.TASK_PASSWORD_RESET_EMAIL
         task_payload = {
             "userId": user.id,

@@ -25,11 +25,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     secret_key: str = _DEV_SECRET
     # Prefix of every Redis key, so several deployments (or test runs) share one Redis.
     redis_prefix: str = "idn:"
-    # Public base URL used in the default reset link.
+    # Public base URL of the login UI; the default reset link points there.
     public_url: str = "http://127.0.0.1:8080"
-    default_reset_url_template: str = (
-        "http://127.0.0.1:8080/ui/password/reset?userID={{.UserID}}&code={{.Code}}&orgID={{.OrgID}}"
-    )
+    # The link of a reset e-mail when the request names no urlTemplate ("" = from public_url).
+    default_reset_url_template: str = ""
 
     # argon2id, OWASP's recommended minimum.
     argon2_time_cost: int = 2
@@ -88,6 +87,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def hash_threads(self) -> int:
         return self.hash_workers or (os.cpu_count() or 1)
+
+    @property
+    def reset_url_template(self) -> str:
+        return self.default_reset_url_template or (
+            self.public_url.rstrip("/")
+            + "/ui/password/reset?userID={{.UserID}}&code={{.Code}}&orgID={{.OrgID}}"
+        )
 
     @property
     def uses_dev_secret(self) -> bool:

@@ -214,7 +214,7 @@ async def test_default_medium_is_a_link_with_the_default_template(
     assert response.status_code == 200, response.text
     rows = await _outbox(world, user.user_id, int(response.json()["details"]["sequence"]))
     assert [r["task"] for r in rows] == [MAIL_RESET]
-    assert rows[0]["payload"]["urlTemplate"] == settings.default_reset_url_template
+    assert rows[0]["payload"]["urlTemplate"] == settings.reset_url_template
 
 
 async def test_return_code(world: World) -> None:

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Load benchmark: how close does change-password get to the machine's raw argon2id rate?
+#
+#   bash bench/run.sh                   # 10 s per wrk run
+#   BENCH_DURATION=30s bash bench/run.sh
+#
+# One run: a scratch database, `identity serve --workers 2` on a free port with the default
+# argon2id parameters (m=19456, t=2, p=1), an organization, a token and users made through
+# the CLI and HTTP, then
+#   (i)   the raw argon2id hash rate of this machine (bench/hashrate.py, 1 and N threads),
+#   (ii)  wrk on POST /v2/users/{id}/password, admin set (1 hash per request),
+#   (iii) wrk on the current-password branch (verify + hash: 2 hashes per request),
+#   (iv)  wrk on GET /healthz and GET /v2/users/{id} (no hash),
+# and a table of requests/s, p50/p99 and change-password req/s ÷ raw hash rate.
+# Everything it starts is stopped and the scratch database dropped on exit.
+# Needs local Postgres and Redis (scripts/ensure-services) and wrk (installed if missing).
+# Not part of CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+DURATION=${BENCH_DURATION:-10s}
+THREADS=${BENCH_THREADS:-2}
+CONNECTIONS=${BENCH_CONNECTIONS:-16}
+USERS=${BENCH_USERS:-1000}
+WORKERS=${BENCH_SERVER_WORKERS:-2}
+BROKER_DB=${BENCH_BROKER_DB:-13} # a Redis database for the run's Celery messages, flushed
+PASSWORD_A='Bench-Passw0rd-A!'
+PASSWORD_B='Bench-Passw0rd-B!'
+
+say() { echo "bench: $*" >&2; }
+
+bash scripts/test --setup-only
+if ! command -v wrk >/dev/null; then
+    say "installing wrk"
+    [ "$(id -u)" -eq 0 ] || {
+        say "wrk is missing: apt-get install -y wrk"
+        exit 1
+    }
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+fi
+
+PY=$ROOT/.venv/bin/python
+IDENTITY=$ROOT/.venv/bin/identity
+RUN=bench_$(date +%s)_$$
+WORK=$(mktemp -d "/tmp/identity-bench.XXXXXX")
+PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+API=http://127.0.0.1:$PORT
+
+export IDENTITY_DATABASE_URL=postgresql://root@127.0.0.1:5432/$RUN
+export IDENTITY_REDIS_PREFIX="$RUN:"
+export IDENTITY_BROKER_URL=redis://127.0.0.1:6379/$BROKER_DB
+export IDENTITY_LOG_LEVEL=WARNING
+# The benchmark measures hashing, not the per-user and per-address verification limits.
+export IDENTITY_RATE_VERIFICATIONS_PER_USER_PER_MINUTE=1000000
+export IDENTITY_RATE_FAILED_VERIFICATIONS_PER_IP_PER_MINUTE=1000000
+export PYTHONPATH=$ROOT
+
+SERVER_PID=""
+cleanup() {
+    set +e
+    if [ -n "$SERVER_PID" ]; then
+        kill -TERM "$SERVER_PID" 2>/dev/null
+        for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL "$SERVER_PID" 2>/dev/null
+    fi
+    psql -X -q -h 127.0.0.1 -d postgres -c "DROP DATABASE IF EXISTS \"$RUN\" WITH (FORCE)" >/dev/null 2>&1 ||
+        "$PY" -c "import asyncio, asyncpg
+async def main():
+    c = await asyncpg.connect('postgresql://root@127.0.0.1:5432/postgres')
+    await c.execute('DROP DATABASE IF EXISTS \"$RUN\" WITH (FORCE)')
+    await c.close()
+asyncio.run(main())"
+    "$PY" - <<PYEOF
+import redis
+r = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+keys = list(r.scan_iter(match="$RUN:*", count=1000))
+for i in range(0, len(keys), 500):
+    r.delete(*keys[i:i + 500])
+redis.Redis.from_url("$IDENTITY_BROKER_URL").flushdb()
+PYEOF
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), load $(cut -d' ' -f1-3 /proc/loadavg)"
+say "scratch database $RUN, API on $API ($WORKERS workers), wrk -t$THREADS -c$CONNECTIONS -d$DURATION"
+"$IDENTITY" migrate >/dev/null
+"$IDENTITY" serve --host 127.0.0.1 --port "$PORT" --workers "$WORKERS" >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 100); do
+    curl -sf "$API/readyz" >/dev/null 2>&1 && break
+    kill -0 "$SERVER_PID" 2>/dev/null || {
+        cat "$WORK/server.log" >&2
+        exit 1
+    }
+    sleep 0.2
+done
+curl -sf "$API/readyz" >/dev/null
+
+ORG=$("$IDENTITY" org create "Bench $RUN" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["organizationId"])')
+TOKEN=$("$IDENTITY" token create --org "$ORG" --role ORG_OWNER | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+say "creating 2 x $USERS users over HTTP"
+BENCH_TOKEN=$TOKEN "$PY" bench/setup_users.py --api "$API" --org "$ORG" --count "$USERS" \
+    --password "$PASSWORD_A" --prefix admin --out "$WORK/users-admin.txt"
+BENCH_TOKEN=$TOKEN "$PY" bench/setup_users.py --api "$API" --org "$ORG" --count "$USERS" \
+    --password "$PASSWORD_A" --prefix current --out "$WORK/users-current.txt"
+
+RESULTS=$WORK/results.jsonl
+say "(i) raw argon2id hash rate"
+"$PY" bench/hashrate.py --threads "$(nproc)" --seconds 5 >>"$RESULTS"
+
+bench() { # label mode hashes users-file [path]
+    local label=$1 mode=$2 hashes=$3 users=${4:-} path=${5:-/}
+    say "wrk: $label"
+    BENCH_MODE=$mode BENCH_LABEL=$label BENCH_TOKEN=$TOKEN BENCH_USERS_FILE=$users \
+        BENCH_THREADS=$THREADS BENCH_PASSWORD_A=$PASSWORD_A BENCH_PASSWORD_B=$PASSWORD_B \
+        wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 10s -s bench/wrk.lua \
+        "$API$path" >"$WORK/wrk-$mode.txt"
+    grep '^BENCH ' "$WORK/wrk-$mode.txt" | sed 's/^BENCH //' |
+        "$PY" -c "import json,sys; r=json.load(sys.stdin); r['hashes']=$hashes; print(json.dumps(r))" >>"$RESULTS"
+}
+bench "POST password (admin set)" admin 1 "$WORK/users-admin.txt"
+bench "POST password (currentPassword)" current 2 "$WORK/users-current.txt"
+bench "GET /v2/users/{id}" get 0 "$WORK/users-admin.txt"
+bench "GET /healthz" healthz 0
+
+# A wrong request would hide in the rates: check that the changes really happened.
+"$PY" - "$WORK/users-current.txt" <<PYEOF
+import asyncio, sys, asyncpg
+async def main():
+    conn = await asyncpg.connect("$IDENTITY_DATABASE_URL")
+    n = await conn.fetchval(
+        "SELECT count(*) FROM events WHERE event_type = 'user.human.password.changed'")
+    await conn.close()
+    print(f"bench: {n} password.changed events committed", file=sys.stderr)
+asyncio.run(main())
+PYEOF
+if grep -qiE "error|traceback" "$WORK/server.log"; then
+    say "server log has errors:"
+    grep -iE -m5 "error|traceback" "$WORK/server.log" >&2
+fi
+
+echo
+echo "bench/run.sh on $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p')), wrk -t$THREADS -c$CONNECTIONS -d$DURATION, identity serve --workers $WORKERS"
+"$PY" bench/summarize.py "$RESULTS"
