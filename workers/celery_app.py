@@ -43,6 +43,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": timeout,
         "broker_connection_max_retries": None,
+        # A task still running when the broker connection drops finishes; its redelivery
+        # then finds the outbox row processed and does nothing (Celery 6 will cancel it).
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "broker_transport_options": {
             "visibility_timeout": settings.broker_visibility_timeout_s,
             "unacked_restore_interval": restore_every_s,
@@ -54,7 +57,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "interval_step": 0.2,
             "interval_max": 0.5,
         },
-        "broker_pool_limit": 4,
+        # Celery's default. Flower runs its inspect broadcasts at once from several threads;
+        # with a pool of 4 they hung and Flower showed no workers and no tasks.
+        "broker_pool_limit": 10,
         "enable_utc": True,
         "timezone": "UTC",
         "beat_schedule": {
