@@ -55,21 +55,20 @@ SELECT aggregate_id, sequence, aggregate_type, event_type, payload, creator, res
 FROM events WHERE aggregate_id = $1 ORDER BY sequence
 """
 
-# Appends an event to a user and bumps the user's sequence; used by side effects that change
-# nothing else on the row (notifications sent).
-APPEND_USER_EVENT = """
-WITH target AS (
-    SELECT id, org_id, sequence FROM users WHERE id = $1 FOR UPDATE
-), ev AS (
-    INSERT INTO events (aggregate_id, sequence, aggregate_type, event_type, payload, creator,
-                        resource_owner, created_at)
-    SELECT id, sequence + 1, 'user', $2, $3::jsonb, $4, org_id, clock_timestamp() FROM target
-    RETURNING aggregate_id, sequence, created_at, resource_owner
-), upd AS (
-    UPDATE users u SET sequence = ev.sequence FROM ev WHERE u.id = ev.aggregate_id
-)
-SELECT sequence, created_at, resource_owner FROM ev
+# A notification that went out is an aggregate of its own, one event long, keyed by the
+# outbox row that caused it: it is not a state change of the user, so it leaves the user's
+# sequence alone (the contract's sequence counts state changes only), and a second delivery
+# of the same task cannot record it twice.
+_RECORD_NOTIFICATION = """
+INSERT INTO events (aggregate_id, sequence, aggregate_type, event_type, payload, creator,
+                    resource_owner, created_at)
+VALUES ($1, 1, 'notification', $2, $3::jsonb, $4, $5, clock_timestamp())
+ON CONFLICT (aggregate_id, sequence) DO NOTHING
 """
+
+
+def notification_aggregate(outbox_id: int) -> str:
+    return f"notification-{outbox_id}"
 
 
 def details_from(row: Any) -> Details:
@@ -81,8 +80,21 @@ async def list_events(db: Pool | Connection, aggregate_id: str) -> list[Event]:
     return [Event(**dict(r)) for r in rows]
 
 
-async def append_user_event(
-    conn: Connection, *, user_id: str, event_type: str, payload: dict[str, Any], creator: str
-) -> Details | None:
-    row = await conn.fetchrow(APPEND_USER_EVENT, user_id, event_type, payload, creator)
-    return details_from(row) if row else None
+async def record_notification(
+    conn: Connection,
+    *,
+    outbox_id: int,
+    event_type: str,
+    user_id: str,
+    resource_owner: str,
+    payload: dict[str, Any],
+) -> None:
+    """Record that a notification about ``user_id`` was sent (payload carries ``userId``)."""
+    await conn.execute(
+        _RECORD_NOTIFICATION,
+        notification_aggregate(outbox_id),
+        event_type,
+        {"userId": user_id, "outboxId": outbox_id, **payload},
+        "system",
+        resource_owner,
+    )

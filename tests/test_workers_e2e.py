@@ -23,6 +23,7 @@ from tests.workers_support import (
     app_client,
     await_until,
     event_types,
+    notification_events,
     outbox_rows,
     stack_for,
     wait_processed,
@@ -96,7 +97,9 @@ async def test_change_sends_one_email_and_revokes_other_sessions(
     assert len(stack.mails_to(alice.email)) == 1
     rows = await outbox_rows(wworld.db, alice.user_id)
     assert all(r["published_at"] is not None for r in rows)  # the after-commit publish
-    assert "user.human.password.change.sent" in await event_types(wworld.db, alice.user_id)
+    assert "user.human.password.change.sent" in await notification_events(wworld.db, alice.user_id)
+    # A notification is not a state change: the user's sequence stays that of the change.
+    assert (await event_types(wworld.db, alice.user_id))[-1] == "user.human.password.changed"
     assert (await event_types(wworld.db, other_id))[-1] == "session.terminated"
     assert "session.terminated" not in await event_types(wworld.db, changing_id)
 
@@ -132,7 +135,7 @@ async def test_reset_link_carries_a_code_that_works(stack: Stack, wworld: World)
     )
     assert changed.status_code == 200, changed.text
     await wworld.login(bob.username, "Res3t!Password")
-    assert "user.human.password.code.sent" in await event_types(wworld.db, bob.user_id)
+    assert "user.human.password.code.sent" in await notification_events(wworld.db, bob.user_id)
     # The change itself is notified too: the reset e-mail and the "changed" e-mail.
     mails = await stack.wait_for_mails(bob.email, 2)
     await wait_processed(wworld.db, [bob.user_id], 20)

@@ -28,8 +28,8 @@ from tests.workers_support import (
     Stack,
     app_client,
     await_until,
-    event_types,
     free_port,
+    notification_events,
     outbox_rows,
     stack_for,
     wait_processed,
@@ -279,6 +279,6 @@ async def test_second_delivery_sends_no_second_email(
     assert len(stack.mails_to(frank.email)) == 1
     again = await world.db.fetchval("SELECT processed_at FROM outbox WHERE id = $1", row["id"])
     assert again == processed_at
-    assert (await event_types(world.db, frank.user_id)).count(
+    assert (await notification_events(world.db, frank.user_id)).count(
         "user.human.password.change.sent"
     ) == 1

@@ -368,5 +368,15 @@ async def event_types(conn: asyncpg.Connection[Any], aggregate_id: str) -> list[
     return [r["event_type"] for r in rows]
 
 
+async def notification_events(conn: asyncpg.Connection[Any], user_id: str) -> list[str]:
+    """The notifications recorded as sent about a user (their own aggregates)."""
+    rows = await conn.fetch(
+        "SELECT event_type FROM events WHERE aggregate_type = 'notification' "
+        "AND payload->>'userId' = $1 ORDER BY created_at",
+        user_id,
+    )
+    return [r["event_type"] for r in rows]
+
+
 def app_client(app: Any) -> AsyncTestClient[Any]:
     return AsyncTestClient(app=app, timeout=10)

@@ -86,12 +86,13 @@ async def password_changed_email(
         outbox_id=item.id,
     )
     await asyncio.to_thread(mail.send, rt.settings, message)
-    await events.append_user_event(
+    await events.record_notification(
         conn,
-        user_id=user.id,
+        outbox_id=item.id,
         event_type=events.PASSWORD_CHANGE_SENT,
-        payload={"outboxId": item.id, "changeSequence": item.event_sequence},
-        creator="system",
+        user_id=user.id,
+        resource_owner=user.org_id,
+        payload={"changeSequence": item.event_sequence},
     )
     return "sent"
 
@@ -119,12 +120,13 @@ async def password_reset_email(
         outbox_id=item.id,
     )
     await asyncio.to_thread(mail.send, rt.settings, message)
-    await events.append_user_event(
+    await events.record_notification(
         conn,
-        user_id=user.id,
+        outbox_id=item.id,
         event_type=events.PASSWORD_CODE_SENT,
-        payload={"outboxId": item.id, "codeSequence": item.event_sequence},
-        creator="system",
+        user_id=user.id,
+        resource_owner=user.org_id,
+        payload={"codeSequence": item.event_sequence},
     )
     return "sent"
 
