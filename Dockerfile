@@ -12,13 +12,13 @@ COPY api ./api
 COPY workers ./workers
 COPY migrations ./migrations
 RUN pip install . \
+ && rm -rf /app/api /app/workers /app/migrations \
  && useradd --system --uid 10001 --home-dir /app identity \
  && mkdir -p var \
  && chown identity var
 
-# `identity migrate` reads migrations/ beside the api package, which a wheel does not carry:
-# run the code from /app (the same code pip installed, with its dependencies and scripts).
-ENV PYTHONPATH=/app
+# The wheel carries the migrations to <prefix>/share/identity/migrations (pyproject's
+# data-files), where `identity migrate` finds them.
 USER identity
 EXPOSE 8080 5555
 CMD ["identity", "serve", "--host", "0.0.0.0", "--port", "8080"]

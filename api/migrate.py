@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+def _migrations_dir() -> Path:
+    """The checkout's ``migrations/``, else the copy a non-editable install puts under
+    ``<prefix>/share/identity/migrations``."""
+    in_checkout = Path(__file__).resolve().parent.parent / "migrations"
+    if in_checkout.is_dir():
+        return in_checkout
+    return Path(sys.prefix) / "share" / "identity" / "migrations"
+
+
+MIGRATIONS_DIR = _migrations_dir()
 _LOCK_KEY = 0x1D3A_7717  # arbitrary, fixed: "identity migrations"
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
