@@ -14,6 +14,7 @@ from pathlib import Path
 
 import asyncpg
 
+
 def _migrations_dir() -> Path:
     """The checkout's ``migrations/``, else the copy a non-editable install puts under
     ``<prefix>/share/identity/migrations``."""
