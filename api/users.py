@@ -3,6 +3,7 @@ password changes (create, lock, unlock, deactivate, reactivate, remove, lockout)
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -235,7 +236,7 @@ async def create_human(
     *,
     principal: Principal,
     new: NewHuman,
-    check_password: Any,
+    check_password: Callable[[str, str], Awaitable[None]],
 ) -> tuple[str, Details]:
     """Create a human user; ``check_password`` applies the organization's policy."""
     auth.require_write(principal, new.org_id)
@@ -308,9 +309,9 @@ async def change_state(
             removes,
         )
         if row is not None:
-            if to_state == INACTIVE or to_state == ACTIVE:
-                # Deactivated or removed: tokens stop working; reactivated: forget the
-                # "invalid" answers cached while it was inactive.
+            if action != "lock":
+                # Deactivated or removed: tokens stop working; reactivated or unlocked: forget
+                # the answers cached before.
                 await auth.forget_user_tokens(pool, redis, keys, user_id)
             return events.details_from(row)
     raise UserNotFound()

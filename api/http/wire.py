@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, ClassVar, TypeVar, get_args, get_type_hints
 
 import msgspec
 from msgspec import Meta, Struct
@@ -211,32 +211,24 @@ def _go_name(python_name: str) -> str:
 
 
 def _struct_in(annotation: Any) -> type[WireIn] | None:
+    """The request struct inside ``Annotated[...]`` / ``X | None``, if any."""
     if isinstance(annotation, type) and issubclass(annotation, WireIn):
         return annotation
-    origin = get_origin(annotation)
-    if origin is Annotated:
-        return _struct_in(get_args(annotation)[0])
-    if origin is Union or str(origin) == "<class 'types.UnionType'>" or origin is not None:
-        for arg in get_args(annotation):
-            found = _struct_in(arg)
-            if found is not None:
-                return found
-    if type(annotation).__name__ == "UnionType":
-        for arg in get_args(annotation):
-            found = _struct_in(arg)
-            if found is not None:
-                return found
+    for arg in get_args(annotation):  # Annotated's first argument, or a union's members
+        found = _struct_in(arg)
+        if found is not None:
+            return found
     return None
 
 
 def _length_bounds(annotation: Any) -> tuple[int | None, int | None]:
-    for arg in get_args(annotation) or ():
-        if get_origin(arg) is Annotated or type(arg).__name__ == "UnionType":
-            low, high = _length_bounds(arg)
-            if low is not None or high is not None:
-                return low, high
+    """The ``Meta(min_length, max_length)`` of a field, looking through unions."""
+    for arg in get_args(annotation):
         if isinstance(arg, Meta):
             return arg.min_length, arg.max_length
+        low, high = _length_bounds(arg)
+        if low is not None or high is not None:
+            return low, high
     return None, None
 
 
