@@ -188,7 +188,7 @@ async def change_password(
         await ratelimit.before_verification(
             stores.redis, stores.keys, stores.settings, user_id=user_id, client_ip=client_ip
         )
-    user = await users.get_user(stores.pool, user_id)
+    user = await users.get_human(stores.pool, user_id)
     if branch is Branch.CURRENT_PASSWORD:
         auth.require_self_or_write(principal, user.id, user.org_id)
     elif branch is Branch.ADMIN:
@@ -336,7 +336,7 @@ async def request_password_reset(
     url_template: str | None = None,
 ) -> tuple[Details, str | None]:
     """Issue a new code (replacing the old); return it only for ``returnCode``."""
-    user = await users.get_user(stores.pool, user_id)
+    user = await users.get_human(stores.pool, user_id)
     if return_code:
         auth.require_write(principal, user.org_id)
     else:

@@ -19,6 +19,7 @@ from api.errors import (
     SessionNotFound,
     UserLocked,
     UserNotActive,
+    UserNotFound,
 )
 from api.events import Details
 from api.ids import new_id
@@ -104,6 +105,8 @@ async def create_session(
         user = await users.get_user(stores.pool, user_id)
     else:
         user = await users.find_by_login_name(stores.pool, login_name or "")
+    if user.kind != "human":
+        raise UserNotFound()  # machine users authenticate with tokens, not passwords
     await ratelimit.before_verification(
         stores.redis, stores.keys, stores.settings, user_id=user.id, client_ip=client_ip
     )

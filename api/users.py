@@ -170,6 +170,14 @@ async def get_user(db: Pool | Connection, user_id: str) -> User:
     return _user(row)
 
 
+async def get_human(db: Pool | Connection, user_id: str) -> User:
+    """A human user: machine users have no password and are not found by password calls."""
+    user = await get_user(db, user_id)
+    if user.kind != "human":
+        raise UserNotFound()
+    return user
+
+
 async def find_by_login_name(db: Pool | Connection, login_name: str) -> User:
     rows = await db.fetch(_GET_BY_LOGIN_NAME, login_name)
     if len(rows) != 1:
