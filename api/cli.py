@@ -140,7 +140,15 @@ async def cmd_policy_set(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
+    import os
+
     import uvicorn
+
+    if args.workers > 1 and settings.hash_workers == 0:
+        # Each server process has its own hash pool: share the cores between them rather
+        # than run processes times cores hashing threads that only contend.
+        cores = os.cpu_count() or 1
+        os.environ["IDENTITY_HASH_WORKERS"] = str(max(1, cores // args.workers))
 
     uvicorn.run(
         "api.http.app:create_app",
