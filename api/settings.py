@@ -79,6 +79,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     task_max_retries: int = 10
     task_retry_backoff_max_s: int = 300
     smtp_timeout_s: float = 10.0
+    # A CA bundle trusted for the SMTP server's certificate, besides the system's ("" = none).
+    smtp_ca_file: str = ""
     # Test hook: seconds a mail task waits before sending (fault tests kill it there).
     mail_task_delay_s: float = 0.0
 

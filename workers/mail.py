@@ -76,6 +76,16 @@ def password_reset_message(
     )
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """The system's CAs, plus ``smtp_ca_file`` when set (e.g. a private CA of the relay).
+
+    Not ``create_default_context(cafile=...)``: that trusts the file *instead of* the system."""
+    context = ssl.create_default_context()
+    if settings.smtp_ca_file:
+        context.load_verify_locations(cafile=settings.smtp_ca_file)
+    return context
+
+
 def send(settings: Settings, message: EmailMessage) -> None:
     url = urlsplit(settings.smtp_url)
     options = {k: v[-1].lower() for k, v in parse_qs(url.query).items()}
@@ -84,13 +94,13 @@ def send(settings: Settings, message: EmailMessage) -> None:
     client: smtplib.SMTP
     if url.scheme == "smtps":
         client = smtplib.SMTP_SSL(
-            host, url.port or 465, timeout=timeout, context=ssl.create_default_context()
+            host, url.port or 465, timeout=timeout, context=tls_context(settings)
         )
     else:
         client = smtplib.SMTP(host, url.port or 25, timeout=timeout)
     with client:
         if url.scheme != "smtps" and options.get("starttls") in ("true", "1", "yes"):
-            client.starttls(context=ssl.create_default_context())
+            client.starttls(context=tls_context(settings))
         if url.username:
             client.login(unquote(url.username), unquote(url.password or ""))
         client.send_message(message)
