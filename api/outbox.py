@@ -103,22 +103,36 @@ async def mark_processed(conn: Connection, outbox_id: int) -> None:
 class OutboxDispatcher:
     """Publishes committed outbox rows in the background, off the event loop.
 
-    ``dispatch`` returns at once; a failure (broker down) is logged and the rows wait for
-    the periodic relay. One publishing thread keeps Celery's producer use single-threaded.
+    ``dispatch`` returns at once. Rows of concurrent changes are coalesced: one flusher task
+    publishes whatever is queued in batches (one executor hop and one ``UPDATE`` per batch,
+    not per change). A failure (broker down) is logged and those rows wait for the periodic
+    relay; so do rows beyond ``max_queued``. One publishing thread keeps Celery's producer
+    use single-threaded.
     """
 
-    def __init__(self, pool: Pool, publish: Publish | None) -> None:
+    def __init__(
+        self, pool: Pool, publish: Publish | None, *, batch: int = 200, max_queued: int = 10_000
+    ) -> None:
         self._pool = pool
         self._publish = publish
+        self._batch = batch
+        self._max_queued = max_queued
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="outbox-publish")
-        self._pending: set[asyncio.Task[None]] = set()
+        self._queued: list[OutboxRow] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     def dispatch(self, rows: Sequence[OutboxRow]) -> None:
         if not rows or self._publish is None:
             return
-        task = asyncio.get_running_loop().create_task(self._publish_rows(list(rows)))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        if len(self._queued) < self._max_queued:
+            self._queued.extend(rows)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        while self._queued:
+            batch, self._queued = self._queued[: self._batch], self._queued[self._batch :]
+            await self._publish_rows(batch)
 
     async def _publish_rows(self, rows: list[OutboxRow]) -> None:
         assert self._publish is not None
@@ -134,6 +148,6 @@ class OutboxDispatcher:
             log.warning("outbox mark-published failed: %s", type(exc).__name__)
 
     async def drain(self, timeout_s: float = 5.0) -> None:
-        if self._pending:
-            await asyncio.wait(set(self._pending), timeout=timeout_s)
+        if self._flusher is not None and not self._flusher.done():
+            await asyncio.wait({self._flusher}, timeout=timeout_s)
         self._executor.shutdown(wait=False, cancel_futures=True)
