@@ -15,6 +15,7 @@ A policy failure or a failed write after a successful code claim releases the cl
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import re
@@ -376,9 +377,15 @@ async def request_password_reset(
             "encryptedCode": crypto.encrypt(stores.settings.secret_key, code),
         }
         event_payload["urlTemplate"] = template
-    row = await stores.pool.fetchrow(
-        _WRITE_CODE_ADDED, user.id, event_payload, principal.user_id, task, task_payload
-    )
+    try:
+        row = await stores.pool.fetchrow(
+            _WRITE_CODE_ADDED, user.id, event_payload, principal.user_id, task, task_payload
+        )
+    except BaseException:
+        # No event, no e-mail, no answer: the code must not stay usable either.
+        with contextlib.suppress(Exception):
+            await codes.burn_code(stores.redis, stores.keys, user_id=user.id)
+        raise
     if row is None:
         await codes.burn_code(stores.redis, stores.keys, user_id=user.id)
         current = await users.get_user(stores.pool, user.id)
