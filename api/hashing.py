@@ -17,6 +17,7 @@ from typing import TypeVar
 import argon2
 import bcrypt
 
+from api import metrics
 from api.errors import HashInvalid, Overloaded
 from api.settings import Settings
 
@@ -123,12 +124,15 @@ class PasswordHasher:
     async def _submit(self, fn: Callable[..., T], *args: str) -> T:
         with self._guard:
             if self._in_flight >= self._capacity:
+                metrics.HASH_OVERLOAD_REJECTIONS.inc()
                 raise Overloaded(retry_after=1)
             self._in_flight += 1
+        metrics.HASHES_IN_FLIGHT.inc()
         try:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._executor, fn, *args)
         finally:
+            metrics.HASHES_IN_FLIGHT.dec()
             with self._guard:
                 self._in_flight -= 1
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from api import metrics
 from api.db import Connection, Pool
 
 log = logging.getLogger("identity.outbox")
@@ -140,8 +141,10 @@ class OutboxDispatcher:
         try:
             await loop.run_in_executor(self._executor, self._publish, rows)
         except Exception as exc:  # broker down: the relay publishes later
+            metrics.OUTBOX_PUBLISH_FAILURES.inc(len(rows))
             log.warning("outbox publish failed, relay will retry: %s", type(exc).__name__)
             return
+        metrics.OUTBOX_PUBLISHED.inc(len(rows))
         try:
             await mark_published(self._pool, [r.id for r in rows])
         except Exception as exc:

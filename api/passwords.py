@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from api import auth, codes, crypto, events, outbox, policies, ratelimit, users
+from api import auth, codes, crypto, events, metrics, outbox, policies, ratelimit, users
 from api.auth import Principal
 from api.errors import (
     CodeInvalid,
@@ -253,6 +253,7 @@ async def change_password(
     except Exception as exc:  # the code is void anyway: it predates the change
         log.warning("could not delete a used reset code: %s", type(exc).__name__)
     stores.outbox.dispatch(_outbox_rows(row))
+    metrics.PASSWORD_CHANGES.labels(branch.value).inc()
     return events.details_from(row)
 
 

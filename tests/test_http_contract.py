@@ -416,3 +416,25 @@ async def test_openapi_browsable_ui(world: World) -> None:
         assert response.status_code == 200, (path, response.status_code)
         assert response.headers["content-type"].startswith("text/html")
         assert "<html" in response.text.lower()
+
+
+def _sample(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_metrics_count_password_changes_and_hashes(world: World) -> None:
+    org_id, admin = await world.admin()
+    alice = await world.human(admin, org_id)
+    name = 'identity_password_changes_total{verification="admin"}'
+    before = _sample((await world.client.get("/metrics")).text, name)
+    response = await world.set_password(
+        admin, alice.user_id, {"newPassword": {"password": "Fresh!Passw0rd"}}
+    )
+    assert response.status_code == 200
+    text = (await world.client.get("/metrics")).text
+    assert _sample(text, name) == before + 1
+    assert "identity_hashes_in_flight" in text
+    assert "identity_outbox_publish_failures_total" in text
