@@ -14,6 +14,8 @@ import logging
 import random
 import smtplib
 from collections.abc import Awaitable, Callable
+from email.message import EmailMessage
+from typing import Any
 
 import asyncpg
 import redis.exceptions
@@ -69,66 +71,82 @@ async def _pause_for_fault_tests(rt: Runtime) -> None:
         await asyncio.sleep(rt.settings.mail_task_delay_s)
 
 
-async def password_changed_email(
-    rt: Runtime, conn: Connection, item: OutboxItem, _: AfterCommit
+async def _mail_user(
+    rt: Runtime,
+    conn: Connection,
+    item: OutboxItem,
+    *,
+    compose: Callable[[users.User], EmailMessage],
+    sent_event: str,
+    sent_payload: dict[str, Any],
 ) -> str:
+    """Send one e-mail to the user of an outbox row and record it as sent."""
     try:
         user = await users.get_user(conn, item.payload["userId"])
     except UserNotFound:
         return "skipped: user removed"
     if not user.email:
         return "skipped: no e-mail address"
+    message = compose(user)
     await _pause_for_fault_tests(rt)
-    message = mail.password_changed_message(
-        settings=rt.settings,
-        to=user.email,
-        name=user.display_name or user.username,
-        outbox_id=item.id,
-    )
     await asyncio.to_thread(mail.send, rt.settings, message)
     await events.record_notification(
         conn,
         outbox_id=item.id,
-        event_type=events.PASSWORD_CHANGE_SENT,
+        event_type=sent_event,
         user_id=user.id,
         resource_owner=user.org_id,
-        payload={"changeSequence": item.event_sequence},
+        payload=sent_payload,
     )
     return "sent"
+
+
+async def password_changed_email(
+    rt: Runtime, conn: Connection, item: OutboxItem, _: AfterCommit
+) -> str:
+    def compose(user: users.User) -> EmailMessage:
+        return mail.password_changed_message(
+            settings=rt.settings,
+            to=user.email,
+            name=user.display_name or user.username,
+            outbox_id=item.id,
+        )
+
+    return await _mail_user(
+        rt,
+        conn,
+        item,
+        compose=compose,
+        sent_event=events.PASSWORD_CHANGE_SENT,
+        sent_payload={"changeSequence": item.event_sequence},
+    )
 
 
 async def password_reset_email(
     rt: Runtime, conn: Connection, item: OutboxItem, _: AfterCommit
 ) -> str:
-    try:
-        user = await users.get_user(conn, item.payload["userId"])
-    except UserNotFound:
-        return "skipped: user removed"
-    if not user.email:
-        return "skipped: no e-mail address"
-    code = crypto.decrypt(rt.settings.secret_key, item.payload["encryptedCode"])
-    link = render_url_template(
-        item.payload["urlTemplate"], user_id=user.id, code=code, org_id=user.org_id
-    )
-    await _pause_for_fault_tests(rt)
-    message = mail.password_reset_message(
-        settings=rt.settings,
-        to=user.email,
-        name=user.display_name or user.username,
-        link=link,
-        code=code,
-        outbox_id=item.id,
-    )
-    await asyncio.to_thread(mail.send, rt.settings, message)
-    await events.record_notification(
+    def compose(user: users.User) -> EmailMessage:
+        code = crypto.decrypt(rt.settings.secret_key, item.payload["encryptedCode"])
+        link = render_url_template(
+            item.payload["urlTemplate"], user_id=user.id, code=code, org_id=user.org_id
+        )
+        return mail.password_reset_message(
+            settings=rt.settings,
+            to=user.email,
+            name=user.display_name or user.username,
+            link=link,
+            code=code,
+            outbox_id=item.id,
+        )
+
+    return await _mail_user(
+        rt,
         conn,
-        outbox_id=item.id,
-        event_type=events.PASSWORD_CODE_SENT,
-        user_id=user.id,
-        resource_owner=user.org_id,
-        payload={"codeSequence": item.event_sequence},
+        item,
+        compose=compose,
+        sent_event=events.PASSWORD_CODE_SENT,
+        sent_payload={"codeSequence": item.event_sequence},
     )
-    return "sent"
 
 
 async def revoke_other_sessions(
