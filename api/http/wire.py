@@ -317,15 +317,52 @@ def decode(body: bytes, struct: type[S]) -> S:
             raise RequestInvalid(f"invalid {proto}: {reason}") from None
     if not isinstance(raw, dict):
         raise RequestInvalid(f"invalid {proto}: the body must be a JSON object")
+    normalized = _normalize_keys(raw)
     try:
-        return msgspec.convert(_normalize_keys(raw), struct, strict=True)
+        decoded = msgspec.convert(normalized, struct, strict=True)
     except msgspec.ValidationError as exc:
         raise RequestInvalid(validation_message(struct, exc)) from None  # type: ignore[arg-type]
+    bad = _unstorable_string_path(normalized, [])
+    if bad is not None:
+        raise RequestInvalid(_chain(struct, bad, UNSTORABLE_MESSAGE))  # type: ignore[arg-type]
+    return decoded
+
+
+UNSTORABLE_MESSAGE = "value must be valid UTF-8 without NUL characters"
+
+
+def is_storable(text: str) -> bool:
+    """Postgres text holds no NUL, and a lone UTF-16 surrogate (JSON allows one) is no UTF-8."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _unstorable_string_path(value: Any, path: list[str]) -> list[str] | None:
+    if isinstance(value, str):
+        return None if is_storable(value) else path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _unstorable_string_path(item, [*path, key])
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for item in value:
+            found = _unstorable_string_path(item, path)
+            if found is not None:
+                return found
+    return None
 
 
 def check_path_id(proto: str, field: str, value: str) -> None:
     if not 1 <= len(value) <= 200:
         raise RequestInvalid(f"invalid {proto}.{field}: {length_message(1, 200)}")
+    if not is_storable(value):
+        raise RequestInvalid(f"invalid {proto}.{field}: {UNSTORABLE_MESSAGE}")
 
 
 def refuse_two_of_oneof(proto: str, oneof: str, names: list[str], values: list[Any]) -> None:
