@@ -31,10 +31,10 @@ def _print(value: Any) -> None:
 
 
 async def _connect(settings: Settings) -> asyncpg.Connection:
-    from api.db import _init_connection
+    from api.db import init_connection
 
     conn = await asyncpg.connect(settings.database_url)
-    await _init_connection(conn)
+    await init_connection(conn)
     return conn
 
 

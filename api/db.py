@@ -20,7 +20,7 @@ def _encode_json(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
-async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+async def init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     for name in ("json", "jsonb"):
         await conn.set_type_codec(
             name, encoder=_encode_json, decoder=msgspec.json.decode, schema="pg_catalog"
@@ -35,7 +35,7 @@ async def create_pool(settings: Settings, **overrides: Any) -> Pool:
         "max_size": settings.db_pool_max,
         "timeout": settings.db_connect_timeout_s,
         "command_timeout": settings.db_command_timeout_s,
-        "init": _init_connection,
+        "init": init_connection,
         "max_inactive_connection_lifetime": 300.0,
     }
     options.update(overrides)

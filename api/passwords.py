@@ -195,7 +195,7 @@ async def change_password(
     elif branch is Branch.ADMIN:
         auth.require_write(principal, user.org_id)
     _require_state(branch, user)
-    policy = await policies.get_policy(stores.pool, stores.settings, user.org_id)
+    policy = policies.effective_policy(stores.settings, user.policy_overrides)
 
     claim_id: str | None = None
     expected_hash: str | None = None
@@ -347,7 +347,7 @@ async def request_password_reset(
         raise UserNotActive()
     if url_template is not None:
         validate_url_template(url_template)
-    policy = await policies.get_policy(stores.pool, stores.settings, user.org_id)
+    policy = policies.effective_policy(stores.settings, user.policy_overrides)
     await ratelimit.enforce(
         stores.redis,
         [ratelimit.reset_requests_by_user(stores.keys, user.id, policy.reset_requests_per_hour)],

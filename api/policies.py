@@ -74,13 +74,17 @@ SET settings = policies.settings || EXCLUDED.settings, updated_at = clock_timest
 """
 
 
-async def get_policy(db: Pool | Connection, settings: Settings, org_id: str) -> Policy:
-    overrides = await db.fetchval(_GET_OVERRIDES, org_id)
+def effective_policy(settings: Settings, overrides: dict[str, Any] | None) -> Policy:
+    """The instance defaults with an organization's overrides (its ``policies.settings``)."""
     base = default_policy(settings)
     if not overrides:
         return base
     merged = msgspec.structs.asdict(base) | {k: v for k, v in overrides.items() if k in POLICY_KEYS}
     return msgspec.convert(merged, Policy)
+
+
+async def get_policy(db: Pool | Connection, settings: Settings, org_id: str) -> Policy:
+    return effective_policy(settings, await db.fetchval(_GET_OVERRIDES, org_id))
 
 
 def parse_policy_updates(pairs: list[str]) -> dict[str, Any]:

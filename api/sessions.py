@@ -117,7 +117,7 @@ async def create_session(
     if user.password_hash is None:
         raise PasswordNotSet()
     if not await stores.hasher.verify(user.password_hash, password):
-        policy = await policies.get_policy(stores.pool, stores.settings, user.org_id)
+        policy = policies.effective_policy(stores.settings, user.policy_overrides)
         await users.record_failed_password(
             stores.pool, user_id=user.id, max_attempts=policy.max_password_attempts
         )
@@ -192,12 +192,13 @@ async def revoke_sessions_before(
     user_id: str,
     before: datetime,
     except_session_id: str | None,
-) -> int:
-    """Revoke every live session of the user created before ``before``, except one."""
+) -> list[bytes]:
+    """Revoke every live session of the user created before ``before``, except one; return
+    the revoked sessions' token digests."""
     ids = [r["id"] for r in await conn.fetch(_SESSIONS_BEFORE, user_id, before, except_session_id)]
     if not ids:
-        return 0
+        return []
     rows = await terminate(
         conn, redis, keys, session_ids=ids, reason="password changed", creator="system"
     )
-    return len(rows)
+    return [r["token_hash"] for r in rows]

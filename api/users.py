@@ -57,6 +57,7 @@ class User(msgspec.Struct, frozen=True, kw_only=True):
     sequence: int
     created_at: datetime
     updated_at: datetime
+    policy_overrides: dict[str, Any] | None = None
 
     @property
     def preferred_login_name(self) -> str:
@@ -86,16 +87,20 @@ _COLUMNS = """
 u.id, u.org_id, o.domain AS org_domain, u.kind, u.role, u.username, u.given_name,
 u.family_name, u.display_name, u.email, u.email_verified, u.state, u.password_hash,
 u.password_change_required, u.password_changed_at, u.failed_password_attempts, u.sequence,
-u.created_at, u.updated_at
+u.created_at, u.updated_at, p.settings AS policy_overrides
+"""
+# The organization's policy overrides come with the user: a change needs both, in one read.
+_FROM = """
+users u JOIN organizations o ON o.id = u.org_id LEFT JOIN policies p ON p.org_id = u.org_id
 """
 _GET_BY_ID = f"""
-SELECT {_COLUMNS} FROM users u JOIN organizations o ON o.id = u.org_id
+SELECT {_COLUMNS} FROM {_FROM}
 WHERE u.id = $1 AND u.deleted_at IS NULL
 """
 # A login name is "username@org-domain" (unique) or a bare username (unique per organization;
 # ambiguous across organizations, so then it must be qualified).
 _GET_BY_LOGIN_NAME = f"""
-SELECT {_COLUMNS} FROM users u JOIN organizations o ON o.id = u.org_id
+SELECT {_COLUMNS} FROM {_FROM}
 WHERE u.deleted_at IS NULL AND (
     (lower(u.username) = lower($1))
     OR (lower(u.username) || '@' || o.domain = lower($1)))
@@ -204,14 +209,9 @@ async def insert_user(
     creator: str = "",
 ) -> Details:
     event_type = events.USER_ADDED if kind == "human" else events.MACHINE_USER_ADDED
-    payload = (
-        {"userName": username, "email": email, "role": role}
-        if role
-        else {
-            "userName": username,
-            "email": email,
-        }
-    )
+    payload: dict[str, Any] = {"userName": username, "email": email}
+    if role:
+        payload["role"] = role
     try:
         row = await conn.fetchrow(
             _INSERT_USER,

@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 
 from api import auth, orgs, users
-from api.db import _init_connection
+from api.db import init_connection
 from api.ids import new_id
 from api.settings import Settings
 
@@ -64,7 +64,7 @@ class World:
 
     async def open(self) -> None:
         self.conn = await asyncpg.connect(self.settings.database_url)
-        await _init_connection(self.conn)
+        await init_connection(self.conn)
 
     async def close(self) -> None:
         if self.conn is not None:

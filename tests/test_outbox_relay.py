@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from api.db import Pool, _init_connection, create_pool
+from api.db import Pool, create_pool, init_connection
 from api.migrate import migrate
 from api.outbox import TASK_PASSWORD_CHANGED_EMAIL, TASK_REVOKE_SESSIONS, OutboxRow, relay_due
 from api.settings import Settings
@@ -51,7 +51,7 @@ def relay_database_url() -> Iterator[str]:
 @pytest.fixture
 async def db(relay_database_url: str) -> AsyncIterator[asyncpg.Connection[Any]]:
     conn: asyncpg.Connection[Any] = await asyncpg.connect(relay_database_url)
-    await _init_connection(conn)
+    await init_connection(conn)
     await conn.execute("TRUNCATE outbox")
     try:
         yield conn

@@ -153,7 +153,7 @@ async def revoke_other_sessions(
     rt: Runtime, conn: Connection, item: OutboxItem, after_commit: AfterCommit
 ) -> str:
     user_id = item.payload["userId"]
-    count = await sessions.revoke_sessions_before(
+    digests = await sessions.revoke_sessions_before(
         conn,
         rt.redis,
         rt.keys,
@@ -161,12 +161,12 @@ async def revoke_other_sessions(
         before=item.created_at,
         except_session_id=item.payload.get("exceptSessionId"),
     )
-    if count:
-        # The cache entries were deleted before the commit; a request in between may have
-        # cached a principal from the not-yet-revoked row. Delete the user's entries again
-        # once the revocation is visible (valid tokens are re-read from Postgres).
-        after_commit.append(lambda: auth.forget_user_tokens(rt.pool, rt.redis, rt.keys, user_id))
-    return f"revoked {count}"
+    if digests:
+        # The cache entries were deleted inside the transaction (a Redis failure there rolls
+        # the revocation back for a retry); a request in between may have cached a principal
+        # from the not-yet-revoked row, so delete them again once the revocation is visible.
+        after_commit.append(lambda: auth.forget_digests(rt.redis, rt.keys, digests))
+    return f"revoked {len(digests)}"
 
 
 def _run_handler(task: Task, outbox_id: int, handler: Handler) -> str:  # type: ignore[type-arg]

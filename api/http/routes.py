@@ -1,6 +1,5 @@
 """Routes: decode, call one domain function, encode. Nothing else happens here."""
 
-
 from typing import Annotated, Any
 
 from litestar import Request, Response, delete, get, post
