@@ -4,36 +4,19 @@ looks at the real stores (Postgres rows, the Redis code key), and small request 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
-from litestar.testing import AsyncTestClient
 
 from api import policies
-from api.http.app import create_app
 from api.kv import Keys
 from api.settings import Settings
-from tests.support import STRONG_PASSWORD, Human, World, bearer
+from tests.support import STRONG_PASSWORD, Human, World, bearer, world_with
 
 # Strong passwords (default policy: 8+ characters, lower, upper, digit, symbol; not common).
 NEW_PASSWORD = "N3w!Passw0rd-x"
 OTHER_PASSWORD = "0ther!Passw0rd-y"
-
-
-@asynccontextmanager
-async def world_with(settings: Settings) -> AsyncIterator[World]:
-    """A world on its own app built from ``settings`` (real stores, no Celery publisher)."""
-    app = create_app(settings, publisher=None)
-    async with AsyncTestClient(app=app) as client:
-        world = World(client, settings)
-        await world.open()
-        try:
-            yield world
-        finally:
-            await world.close()
 
 
 async def change(

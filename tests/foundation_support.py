@@ -12,11 +12,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest_asyncio
-from litestar.testing import AsyncTestClient
 
-from api.http.app import create_app
 from api.settings import Settings
-from tests.support import World
+from tests.support import World, world_with
 
 
 @dataclass(frozen=True)
@@ -31,14 +29,8 @@ class Actors:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def mworld(base_settings: Settings) -> AsyncIterator[World]:
-    app = create_app(base_settings, publisher=None)
-    async with AsyncTestClient(app=app) as client:
-        world = World(client, base_settings)
-        await world.open()
-        try:
-            yield world
-        finally:
-            await world.close()
+    async with world_with(base_settings) as world:
+        yield world
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import httpx
+from litestar.testing import AsyncTestClient
 
 from api import auth, orgs, users
 from api.db import init_connection
+from api.http.app import create_app
 from api.ids import new_id
 from api.settings import Settings
 
@@ -165,3 +169,16 @@ class World:
         """A new organization and an ORG_OWNER token for it."""
         org_id = await self.org()
         return org_id, await self.token(org_id, "ORG_OWNER")
+
+
+@asynccontextmanager
+async def world_with(settings: Settings) -> AsyncIterator[World]:
+    """A world on its own app built from ``settings`` (real stores, no Celery publisher)."""
+    app = create_app(settings, publisher=None)
+    async with AsyncTestClient(app=app) as client:
+        world = World(client, settings)
+        await world.open()
+        try:
+            yield world
+        finally:
+            await world.close()
