@@ -10,32 +10,25 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import asyncpg
 import msgspec
 
-from api import auth, orgs, policies, users
-from api.errors import ServiceError
-from api.ids import new_id
+from api.domain import orgs, policies
+from api.domain.auth import ROLES
+from api.domain.context import Context, context
+from api.errors import OrganizationNotFound, ServiceError
 from api.migrate import MigrationError, ensure_database, migrate
 from api.settings import Settings, get_settings
 
-_BOOTSTRAP_LOCK = 0x1D3A_B007
+Command = Callable[[Context, argparse.Namespace], Coroutine[Any, Any, None]]
 
 
 def _print(value: Any) -> None:
     sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
     sys.stdout.flush()
-
-
-async def _connect(settings: Settings) -> asyncpg.Connection:
-    from api.db import init_connection
-
-    conn = await asyncpg.connect(settings.database_url)
-    await init_connection(conn)
-    return conn
 
 
 async def cmd_migrate(settings: Settings, _: argparse.Namespace) -> None:
@@ -44,99 +37,34 @@ async def cmd_migrate(settings: Settings, _: argparse.Namespace) -> None:
     _print({"databaseCreated": created, "applied": applied})
 
 
-async def _create_machine_user(
-    conn: asyncpg.Connection, *, org_id: str, role: str, username: str
-) -> str:
-    user_id = new_id()
-    await users.insert_user(
-        conn,
-        user_id=user_id,
-        org_id=org_id,
-        kind="machine",
-        role=role,
-        username=username,
-        creator="cli",
-    )
-    return user_id
+async def cmd_bootstrap(ctx: Context, _: argparse.Namespace) -> None:
+    _print(await orgs.bootstrap(ctx=ctx))
 
 
-async def cmd_bootstrap(settings: Settings, _: argparse.Namespace) -> None:
-    conn = await _connect(settings)
-    try:
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _BOOTSTRAP_LOCK)
-            org = await orgs.get_default_org(conn)
-            if org is None:
-                org = await orgs.create_org(conn, name="Default", is_default=True, creator="cli")
-            user_id = await conn.fetchval(
-                "SELECT id FROM users WHERE org_id = $1 AND role = 'IAM_OWNER' "
-                "AND kind = 'machine' AND username = 'iam-owner' AND deleted_at IS NULL",
-                org.id,
-            )
-            if user_id is None:
-                user_id = await _create_machine_user(
-                    conn, org_id=org.id, role="IAM_OWNER", username="iam-owner"
-                )
-            token = await auth.create_personal_access_token(
-                conn, secret_key=settings.secret_key, user_id=user_id
-            )
-    finally:
-        await conn.close()
-    _print({"organizationId": org.id, "userId": user_id, "token": token})
-
-
-async def cmd_org_create(settings: Settings, args: argparse.Namespace) -> None:
-    conn = await _connect(settings)
-    try:
-        org = await orgs.create_org(conn, name=args.name, creator="cli")
-    finally:
-        await conn.close()
+async def cmd_org_create(ctx: Context, args: argparse.Namespace) -> None:
+    org = await orgs.create_org(ctx=ctx, name=args.name)
     _print({"organizationId": org.id})
 
 
-async def cmd_token_create(settings: Settings, args: argparse.Namespace) -> None:
-    conn = await _connect(settings)
-    try:
-        async with conn.transaction():
-            if await orgs.get_org(conn, args.org) is None:
-                raise SystemExit(f"identity: organization {args.org} not found")
-            user_id = new_id()
-            await users.insert_user(
-                conn,
-                user_id=user_id,
-                org_id=args.org,
-                kind="machine",
-                role=args.role,
-                username=f"{args.role.lower().replace('_', '-')}-{user_id}",
-                creator="cli",
-            )
-            token = await auth.create_personal_access_token(
-                conn, secret_key=settings.secret_key, user_id=user_id
-            )
-    finally:
-        await conn.close()
+async def cmd_token_create(ctx: Context, args: argparse.Namespace) -> None:
+    user_id, token = await orgs.create_machine_token(ctx=ctx, org_id=args.org, role=args.role)
     _print({"userId": user_id, "token": token})
 
 
-async def cmd_policy_show(settings: Settings, args: argparse.Namespace) -> None:
-    conn = await _connect(settings)
-    try:
-        if await orgs.get_org(conn, args.org) is None:
-            raise SystemExit(f"identity: organization {args.org} not found")
-        policy = await policies.get_policy(conn, settings, args.org)
-    finally:
-        await conn.close()
+async def cmd_policy_show(ctx: Context, args: argparse.Namespace) -> None:
+    policy = await policies.get_policy(ctx=ctx, org_id=args.org)
     _print(msgspec.structs.asdict(policy))
 
 
-async def cmd_policy_set(settings: Settings, args: argparse.Namespace) -> None:
+async def cmd_policy_set(ctx: Context, args: argparse.Namespace) -> None:
     updates = policies.parse_policy_updates(args.pairs)
-    conn = await _connect(settings)
-    try:
-        policy = await policies.set_policy(conn, settings, args.org, updates)
-    finally:
-        await conn.close()
+    policy = await policies.set_policy(ctx=ctx, org_id=args.org, updates=updates)
     _print(msgspec.structs.asdict(policy))
+
+
+async def _with_context(settings: Settings, command: Command, args: argparse.Namespace) -> None:
+    async with context(settings, min_size=0, max_size=1) as ctx:
+        await command(ctx, args)
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
@@ -151,7 +79,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
         os.environ["IDENTITY_HASH_WORKERS"] = str(max(1, cores // args.workers))
 
     uvicorn.run(
-        "api.http.app:create_app",
+        "api.main:create_app",
         factory=True,
         host=args.host,
         port=args.port,
@@ -181,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token_create = token.add_parser("create", help="machine user with a role, and its PAT")
     token_create.add_argument("--org", required=True)
-    token_create.add_argument("--role", required=True, choices=auth.ROLES)
+    token_create.add_argument("--role", required=True, choices=ROLES)
 
     policy = sub.add_parser("policy", help="password policies").add_subparsers(
         dest="policy_command", required=True
@@ -199,8 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_ASYNC = {
-    ("migrate", None): cmd_migrate,
+_COMMANDS: dict[tuple[str, str | None], Command] = {
     ("bootstrap", None): cmd_bootstrap,
     ("org", "create"): cmd_org_create,
     ("token", "create"): cmd_token_create,
@@ -221,10 +148,14 @@ def main(argv: list[str] | None = None) -> None:
         cmd_serve(settings, args)
         return
     sub = getattr(args, f"{args.command}_command", None)
-    command = _ASYNC[(args.command, sub)]
     try:
-        coroutine: Coroutine[Any, Any, None] = command(settings, args)
-        asyncio.run(coroutine)
+        if args.command == "migrate":
+            asyncio.run(cmd_migrate(settings, args))
+        else:
+            asyncio.run(_with_context(settings, _COMMANDS[(args.command, sub)], args))
+    except OrganizationNotFound:
+        sys.stderr.write(f"identity: organization {getattr(args, 'org', '')} not found\n")
+        raise SystemExit(2) from None
     except (MigrationError, ServiceError) as exc:
         sys.stderr.write(f"identity: {exc}\n")
         raise SystemExit(2) from None

@@ -1,4 +1,5 @@
-"""Postgres access: the asyncpg pool with JSON codecs. SQL lives in the module owning a table."""
+"""Postgres access: the asyncpg pool with JSON codecs, and a ping. SQL of a table lives in
+its repository (``api.repositories``)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ async def init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
         await conn.set_type_codec(
             name, encoder=_encode_json, decoder=msgspec.json.decode, schema="pg_catalog"
         )
+
+
+async def ping(pool: Pool, *, timeout_s: float) -> None:
+    """Postgres answers within ``timeout_s`` (getting a connection included)."""
+    async with pool.acquire(timeout=timeout_s) as conn:
+        await conn.fetchval("SELECT 1", timeout=timeout_s)
 
 
 async def create_pool(settings: Settings, **overrides: Any) -> Pool:

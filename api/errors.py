@@ -1,9 +1,10 @@
-"""The one error hierarchy. Every layer raises these; ``api.http.errors`` maps them to the wire.
+"""The one error hierarchy. Every layer raises these; each transport maps them once.
 
-Each class carries the gRPC code of ZITADEL's contract; a subclass with an ``error_id`` is a
-specific, documented error (``COMMAND-3M0fs`` and friends). The wire body is
-``{"code", "message": "<message> (<id>)", "details": [{"@type", "id", "message"}]}``; errors
-without an id (validation, routing, missing header) carry the plain message and no details.
+An error carries what the contract says of it and nothing of any transport: the gRPC code,
+the ZITADEL id (``COMMAND-3M0fs`` and friends) and the message. ``api.http.errors`` turns
+them into an HTTP status and the JSON body ``{"code", "message": "<message> (<id>)",
+"details": [{"@type", "id", "message"}]}``; errors without an id (request validation, a
+missing header) carry the plain message and no details.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import ClassVar
 
 class ServiceError(Exception):
     grpc_code: ClassVar[int] = 13
-    http_status: ClassVar[int] = 500
     error_id: ClassVar[str | None] = None
     default_message: ClassVar[str] = "Internal error"
 
@@ -31,39 +31,39 @@ class ServiceError(Exception):
 
 
 class InvalidArgument(ServiceError):
-    grpc_code, http_status = 3, 400
+    grpc_code = 3
 
 
 class NotFound(ServiceError):
-    grpc_code, http_status = 5, 404
+    grpc_code = 5
 
 
 class AlreadyExists(ServiceError):
-    grpc_code, http_status = 6, 409
+    grpc_code = 6
 
 
 class PermissionDenied(ServiceError):
-    grpc_code, http_status = 7, 403
+    grpc_code = 7
 
 
 class ResourceExhausted(ServiceError):
-    grpc_code, http_status = 8, 429
+    grpc_code = 8
 
 
 class FailedPrecondition(ServiceError):
-    grpc_code, http_status = 9, 400
+    grpc_code = 9
 
 
 class Internal(ServiceError):
-    grpc_code, http_status = 13, 500
+    grpc_code = 13
 
 
 class Unavailable(ServiceError):
-    grpc_code, http_status = 14, 503
+    grpc_code = 14
 
 
 class Unauthenticated(ServiceError):
-    grpc_code, http_status = 16, 401
+    grpc_code = 16
 
 
 # --- request shape ------------------------------------------------------------------------
@@ -71,20 +71,6 @@ class Unauthenticated(ServiceError):
 
 class RequestInvalid(InvalidArgument):
     """Body or path validation; the message is in protoc-gen-validate's form, no details."""
-
-
-class RequestTooLarge(InvalidArgument):
-    http_status = 413
-    default_message = "request body too large"
-
-
-class RouteNotFound(NotFound):
-    default_message = "Not Found"
-
-
-class MethodNotAllowed(ServiceError):
-    grpc_code, http_status = 12, 405
-    default_message = "Method Not Allowed"
 
 
 # --- authentication and permissions -------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
-from api import policies
+from api.domain import policies
 from api.kv import Keys
 from api.settings import Settings
 from tests.support import STRONG_PASSWORD, Human, World, bearer, world_with
@@ -58,7 +58,7 @@ async def logs_in(world: World, user: Human, password: str) -> bool:
 
 
 async def set_org_policy(world: World, org_id: str, **updates: Any) -> None:
-    await policies.set_policy(world.db, world.settings, org_id, updates)
+    await policies.set_policy(ctx=world.ctx, org_id=org_id, updates=updates)
 
 
 async def user_row(world: World, user_id: str) -> Any:

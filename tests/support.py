@@ -17,10 +17,10 @@ import asyncpg
 import httpx
 from litestar.testing import AsyncTestClient
 
-from api import auth, orgs, users
 from api.db import init_connection
+from api.domain import orgs
+from api.domain.context import Context, close_context, open_context
 from api.http.app import create_app
-from api.ids import new_id
 from api.settings import Settings
 
 STRONG_PASSWORD = "Str0ng!Passw0rd"
@@ -64,15 +64,25 @@ class World:
     client: Any
     settings: Settings
     conn: asyncpg.Connection[Any] | None = None
+    context: Context | None = None
     _orgs: list[str] = field(default_factory=list)
 
     async def open(self) -> None:
         self.conn = await asyncpg.connect(self.settings.database_url)
         await init_connection(self.conn)
+        self.context = await open_context(self.settings, max_size=2)
 
     async def close(self) -> None:
+        if self.context is not None:
+            await close_context(self.context)
         if self.conn is not None:
             await self.conn.close()
+
+    @property
+    def ctx(self) -> Context:
+        """The domain's context on the test's stores (as the CLI has it)."""
+        assert self.context is not None
+        return self.context
 
     @property
     def db(self) -> asyncpg.Connection[Any]:
@@ -80,24 +90,14 @@ class World:
         return self.conn
 
     async def org(self, name: str | None = None) -> str:
-        org = await orgs.create_org(self.db, name=name or f"org-{uuid.uuid4().hex[:8]}")
+        org = await orgs.create_org(ctx=self.ctx, name=name or f"org-{uuid.uuid4().hex[:8]}")
         self._orgs.append(org.id)
         return org.id
 
     async def token(self, org_id: str, role: str) -> str:
         """A machine user with ``role`` in ``org_id`` and its PAT (as ``identity token create``)."""
-        user_id = new_id()
-        await users.insert_user(
-            self.db,
-            user_id=user_id,
-            org_id=org_id,
-            kind="machine",
-            role=role,
-            username=f"{role.lower()}-{user_id}",
-        )
-        return await auth.create_personal_access_token(
-            self.db, secret_key=self.settings.secret_key, user_id=user_id
-        )
+        _, token = await orgs.create_machine_token(ctx=self.ctx, org_id=org_id, role=role)
+        return token
 
     async def human(
         self,

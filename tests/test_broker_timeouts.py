@@ -17,12 +17,13 @@ from collections.abc import Callable, Iterator, Sequence
 import pytest
 
 from api.db import create_pool
+from api.domain.outbox import relay_due
 from api.http.app import create_app
-from api.outbox import TASK_REVOKE_SESSIONS, OutboxRow, relay_due
+from api.repositories.outbox import TASK_REVOKE_SESSIONS, OutboxRow
 from api.settings import Settings
 from tests.support import World
 from tests.workers_support import app_client, await_until, outbox_rows
-from workers.celery_app import create_celery, publish_outbox_rows
+from workers.celery_app import celery_publisher, create_celery, publish_outbox_rows
 
 BOUND_S = 15.0
 
@@ -106,7 +107,7 @@ async def test_a_change_answers_and_its_row_waits_when_the_broker_is_silent(
     the outbox rows stay unpublished, due for the periodic relay."""
     caplog.set_level(logging.WARNING, logger="identity.outbox")
     settings = make_settings(broker_url=silent_broker.url, broker_timeout_s=1.0)
-    async with app_client(create_app(settings, publisher=True)) as client:
+    async with app_client(create_app(settings, publisher=celery_publisher(settings))) as client:
         world = World(client, settings)
         await world.open()
         try:

@@ -26,9 +26,9 @@ import pytest
 import redis as sync_redis
 from litestar.testing import AsyncTestClient
 
+from api.domain.policies import POLICY_KEYS
 from api.http.app import create_app
 from api.migrate import MIGRATIONS_DIR, MigrationError, migrate
-from api.policies import POLICY_KEYS
 from api.settings import Settings
 from tests.support import STRONG_PASSWORD, assert_error, bearer
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 
-from api import users
+from api.domain import users
 from api.http.app import create_app
 from api.settings import Settings
 from tests import foundation_support

@@ -258,7 +258,7 @@ async def test_healthz_answers_while_the_hash_pool_is_saturated(
     org_id, owner = await world.admin()
     settings = make_settings(hash_workers=1, hash_queue_limit=64, **HEAVY)
     async with concurrent_client(settings) as (client, app):
-        hasher: PasswordHasher = app.state.stores.hasher
+        hasher: PasswordHasher = app.state.ctx.hasher
         created = await client.post(
             "/v2/users/human",
             json={

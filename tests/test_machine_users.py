@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from api import users
+from api.domain.users import create_machine_user
 from api.ids import new_id
 from tests.support import World, assert_error, bearer
 
 
 async def _machine_user(world: World, org_id: str) -> str:
     user_id = new_id()
-    await users.insert_user(
-        world.db, user_id=user_id, org_id=org_id, kind="machine", role=None, username=user_id
+    await create_machine_user(
+        ctx=world.ctx, org_id=org_id, role=None, username=user_id, user_id=user_id
     )
     return user_id
 

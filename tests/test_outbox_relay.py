@@ -18,8 +18,9 @@ import asyncpg
 import pytest
 
 from api.db import Pool, create_pool, init_connection
+from api.domain.outbox import relay_due
 from api.migrate import migrate
-from api.outbox import TASK_PASSWORD_CHANGED_EMAIL, TASK_REVOKE_SESSIONS, OutboxRow, relay_due
+from api.repositories.outbox import TASK_PASSWORD_CHANGED_EMAIL, TASK_REVOKE_SESSIONS, OutboxRow
 from api.settings import Settings
 from tests.conftest import ADMIN_URL, RUN_ID
 

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from api import policies
+from api.domain import policies
 from api.http.app import create_app
 from api.settings import Settings
 from tests.support import STRONG_PASSWORD, World, bearer
@@ -28,6 +28,7 @@ from tests.workers_support import (
     stack_for,
     wait_processed,
 )
+from workers.celery_app import celery_publisher
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +43,7 @@ def stack(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture
 async def wworld(stack: Stack, make_settings: Callable[..., Settings]) -> AsyncIterator[World]:
     settings = make_settings(broker_url=stack.broker.url, smtp_url=stack.sink.url)
-    async with app_client(create_app(settings, publisher=True)) as client:
+    async with app_client(create_app(settings, publisher=celery_publisher(settings))) as client:
         w = World(client, settings)
         await w.open()
         try:
@@ -144,7 +145,9 @@ async def test_reset_link_carries_a_code_that_works(stack: Stack, wworld: World)
 
 async def test_no_email_when_the_policy_says_so(stack: Stack, wworld: World) -> None:
     org_id, admin = await wworld.admin()
-    await policies.set_policy(wworld.db, wworld.settings, org_id, {"notify_password_change": False})
+    await policies.set_policy(
+        ctx=wworld.ctx, org_id=org_id, updates={"notify_password_change": False}
+    )
     carol = await wworld.human(admin, org_id)
     _, other = await wworld.login(carol)
     response = await wworld.set_password(

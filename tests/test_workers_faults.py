@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from api.http.app import create_app
-from api.outbox import TASK_PASSWORD_CHANGED_EMAIL, OutboxRow
+from api.repositories.outbox import TASK_PASSWORD_CHANGED_EMAIL, OutboxRow
 from api.settings import Settings
 from tests.support import Human, World
 from tests.workers_support import (
@@ -34,7 +34,7 @@ from tests.workers_support import (
     stack_for,
     wait_processed,
 )
-from workers.celery_app import create_celery, publish_outbox_rows
+from workers.celery_app import celery_publisher, create_celery, publish_outbox_rows
 
 pytestmark = pytest.mark.slow
 
@@ -101,7 +101,7 @@ async def test_broker_down_during_a_burst(
     stack.start_beat()
     settings = api_settings(stack, make_settings)
     committed: Counter[str] = Counter()
-    async with app_client(create_app(settings, publisher=True)) as client:
+    async with app_client(create_app(settings, publisher=celery_publisher(settings))) as client:
         world = World(client, settings)
         await world.open()
         try:
@@ -164,7 +164,7 @@ async def test_worker_killed_in_the_middle_of_a_task(
     runs, so the broker's redelivery alone brings it back."""
     worker = stack.start_worker(mail_task_delay_s=3)
     settings = api_settings(stack, make_settings)
-    async with app_client(create_app(settings, publisher=True)) as client:
+    async with app_client(create_app(settings, publisher=celery_publisher(settings))) as client:
         world = World(client, settings)
         await world.open()
         try:

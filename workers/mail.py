@@ -13,6 +13,7 @@ from email.utils import make_msgid
 from html import escape
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from api.domain.notifications import PASSWORD_CHANGED, PASSWORD_RESET, Notice
 from api.settings import Settings
 
 
@@ -74,6 +75,24 @@ def password_reset_message(
         html=html,
         outbox_id=outbox_id,
     )
+
+
+def compose(settings: Settings, notice: Notice) -> EmailMessage:
+    """The e-mail that says what ``notice`` asks for."""
+    if notice.kind == PASSWORD_CHANGED:
+        return password_changed_message(
+            settings=settings, to=notice.to, name=notice.name, outbox_id=notice.outbox_id
+        )
+    if notice.kind == PASSWORD_RESET:
+        return password_reset_message(
+            settings=settings,
+            to=notice.to,
+            name=notice.name,
+            link=notice.link,
+            code=notice.code,
+            outbox_id=notice.outbox_id,
+        )
+    raise ValueError(f"no e-mail for a {notice.kind!r} notice")
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext:

@@ -1,9 +1,11 @@
-"""The one place that builds the HTTP app: routes, error mapping, stores, OpenAPI, metrics."""
+"""The one place that builds the HTTP app: routes, error mapping, the context, OpenAPI,
+metrics. It publishes outbox rows with the publisher it is handed (``api.main`` hands it
+Celery's); without one, committed rows wait for the relay."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
@@ -11,78 +13,42 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
-from api.db import create_pool
-from api.hashing import PasswordHasher
+from api.domain.context import close_context, open_context
+from api.domain.outbox import Publish
 from api.http.errors import handle_exception
-from api.http.openapi import add_body_schemas
-from api.http.routes import ROUTES
-from api.kv import Keys, create_redis
-from api.outbox import OutboxDispatcher, OutboxRow
+from api.http.plugin import WirePlugin, empty_body_is_an_empty_object
+from api.http.routes import DEPENDENCIES, ROUTES
 from api.settings import Settings, get_settings
-from api.stores import Stores
 
 log = logging.getLogger("identity")
-
-Publisher = Callable[[Sequence[OutboxRow]], None]
-
-
-def celery_publisher(settings: Settings) -> Publisher:
-    """Publish outbox rows to Celery by task name, carrying only the outbox id."""
-    from workers.celery_app import create_celery, publish_outbox_rows
-
-    celery = create_celery(settings)
-
-    def publish(rows: Sequence[OutboxRow]) -> None:
-        publish_outbox_rows(celery, rows)
-
-    return publish
 
 
 class IdentityPrometheusController(PrometheusController):
     path = "/metrics"
 
 
-def create_app(
-    settings: Settings | None = None, *, publisher: Publisher | bool | None = True
-) -> Litestar:
-    """Build the app. ``publisher``: True for Celery, None/False to leave rows to the relay."""
+def create_app(settings: Settings | None = None, *, publisher: Publish | None = None) -> Litestar:
+    """Build the app. ``publisher`` publishes committed outbox rows (None: the relay does)."""
     settings = settings or get_settings()
     if settings.uses_dev_secret:
         log.warning("IDENTITY_SECRET_KEY is the development default; set it in production")
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = await create_pool(settings)
-        redis = create_redis(settings)
-        hasher = PasswordHasher(settings)
-        publish: Publisher | None
-        if publisher is True:
-            publish = celery_publisher(settings)
-        else:
-            publish = publisher or None
-        dispatcher = OutboxDispatcher(pool, publish)
-        app.state.stores = Stores(
-            settings=settings,
-            pool=pool,
-            redis=redis,
-            keys=Keys(settings.redis_prefix),
-            hasher=hasher,
-            outbox=dispatcher,
-        )
+        app.state.ctx = await open_context(settings, publish=publisher)
         try:
             yield
         finally:
-            await dispatcher.drain()
-            hasher.close()
-            await redis.aclose()
-            await pool.close()
+            await close_context(app.state.ctx)
 
     prometheus = PrometheusConfig(app_name="identity", prefix="identity", group_path=True)
-    app = Litestar(
+    return Litestar(
         route_handlers=[*ROUTES, IdentityPrometheusController],
+        dependencies=DEPENDENCIES,
+        plugins=[WirePlugin()],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
-        middleware=[prometheus.middleware],
+        middleware=[prometheus.middleware, empty_body_is_an_empty_object],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Identity: ZITADEL v2 User Service (password endpoints)",
@@ -94,5 +60,3 @@ def create_app(
         # Logging is configured once by the process (``identity serve``), not by the app.
         logging_config=None,
     )
-    add_body_schemas(app)
-    return app

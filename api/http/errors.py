@@ -1,9 +1,10 @@
-"""The one place where errors become the wire body.
+"""The one place where errors become HTTP answers.
 
 ``{"code", "message", "details": [{"@type", "id", "message"}]}`` with the HTTP status of the
-gRPC code, ``Retry-After`` on 429/503 and ``WWW-Authenticate`` on 401. Unexpected errors are
-logged by type and stack frames only (an exception's text may carry a parameter value) and
-answered with a bare 500.
+gRPC code (``HTTP_STATUS``, as grpc-gateway maps them), ``Retry-After`` on 429/503 and
+``WWW-Authenticate`` on 401. The errors only HTTP has (413, an unknown route, a wrong
+method) are defined here. Unexpected errors are logged by type and stack frames only (an
+exception's text may carry a parameter value) and answered with a bare 500.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFou
 
 from api.errors import (
     InternalError,
-    MethodNotAllowed,
+    InvalidArgument,
+    NotFound,
     RequestInvalid,
-    RequestTooLarge,
-    RouteNotFound,
     ServiceError,
     StoreUnavailable,
     Unauthenticated,
@@ -32,6 +32,29 @@ from api.errors import (
 log = logging.getLogger("identity.http")
 
 DETAIL_TYPE = "type.googleapis.com/zitadel.v1.ErrorDetail"
+
+# gRPC code -> HTTP status.
+HTTP_STATUS = {3: 400, 5: 404, 6: 409, 7: 403, 8: 429, 9: 400, 12: 405, 13: 500, 14: 503, 16: 401}
+
+
+class RequestTooLarge(InvalidArgument):
+    default_message = "request body too large"
+
+
+class RouteNotFound(NotFound):
+    default_message = "Not Found"
+
+
+class MethodNotAllowed(ServiceError):
+    grpc_code = 12
+    default_message = "Method Not Allowed"
+
+
+def http_status(error: ServiceError) -> int:
+    if isinstance(error, RequestTooLarge):
+        return 413
+    return HTTP_STATUS.get(error.grpc_code, 500)
+
 
 # Postgres or Redis out of reach: a 503 the client may retry, never a 500.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -88,8 +111,9 @@ def as_service_error(exc: BaseException) -> ServiceError:
 
 
 def error_response(error: ServiceError) -> Response[bytes]:
+    status = http_status(error)
     headers: dict[str, str] = {}
-    if error.http_status in (429, 503):
+    if status in (429, 503):
         headers["Retry-After"] = str(error.retry_after or 1)
     if isinstance(error, Unauthenticated):
         headers["WWW-Authenticate"] = (
@@ -99,7 +123,7 @@ def error_response(error: ServiceError) -> Response[bytes]:
         )
     return Response(
         content=error_body(error),
-        status_code=error.http_status,
+        status_code=status,
         media_type="application/json",
         headers=headers,
     )

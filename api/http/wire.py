@@ -9,25 +9,35 @@ runes, inclusive``.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, TypeVar, get_args, get_type_hints
+from typing import Annotated, Any, ClassVar, TypeVar, cast
 
 import msgspec
+import msgspec.inspect as mi
 from msgspec import Meta, Struct
 
-from api.errors import RequestInvalid
-from api.events import Details
+from api.domain.users import WIRE_STATES, NewHuman
+from api.errors import NotificationTypeUnsupported, RequestInvalid
+from api.repositories.events import Details
+from api.repositories.sessions import Session
+from api.repositories.users import User
 
-S = TypeVar("S", bound=Struct)
+S = TypeVar("S", bound="WireIn")
 
 Text200 = Annotated[str, Meta(min_length=1, max_length=200)]
 Text20 = Annotated[str, Meta(min_length=1, max_length=20)]
-Text1000 = Annotated[str, Meta(min_length=1, max_length=1000)]
 
 
 class WireIn(Struct, rename="camel", kw_only=True):
+    """A request message: ``proto_name`` names it in validation messages; ``check`` holds
+    the rules that span fields (a oneof set twice, a member required in practice)."""
+
     proto_name: ClassVar[str] = ""
+
+    def check(self) -> None:
+        return None
 
 
 # --- change password ------------------------------------------------------------------------
@@ -45,11 +55,25 @@ class SetPasswordRequest(WireIn, kw_only=True):
     current_password: Text200 | None = None
     verification_code: Text20 | None = None
 
+    def check(self) -> None:
+        refuse_two_of_oneof(
+            "SetPasswordRequest",
+            "Verification",
+            ["currentPassword", "verificationCode"],
+            [self.current_password, self.verification_code],
+        )
+
 
 # --- reset ----------------------------------------------------------------------------------
 
+EMAIL_NOTIFICATIONS = ("NOTIFICATION_TYPE_Unspecified", "NOTIFICATION_TYPE_Email", 0, 1)
+SMS_NOTIFICATIONS = ("NOTIFICATION_TYPE_SMS", 2)
 NotificationType = Annotated[
-    str | int, Meta(description="NOTIFICATION_TYPE_Email (or Unspecified); SMS is refused")
+    str | int,
+    Meta(
+        description="NOTIFICATION_TYPE_Email (or Unspecified); SMS is refused",
+        extra={"enum": EMAIL_NOTIFICATIONS + SMS_NOTIFICATIONS},
+    ),
 ]
 
 
@@ -67,6 +91,16 @@ class PasswordResetRequest(WireIn, kw_only=True):
     proto_name = "PasswordResetRequest"
     send_link: SendPasswordResetLink | None = None
     return_code: ReturnPasswordResetCode | None = None
+
+    def check(self) -> None:
+        refuse_two_of_oneof(
+            "PasswordResetRequest",
+            "Medium",
+            ["sendLink", "returnCode"],
+            [self.send_link, self.return_code],
+        )
+        if self.send_link is not None and self.send_link.notification_type in SMS_NOTIFICATIONS:
+            raise NotificationTypeUnsupported()
 
 
 # --- users ----------------------------------------------------------------------------------
@@ -107,6 +141,33 @@ class AddHumanUserRequest(WireIn, kw_only=True):
     password: PasswordIn | None = None
     hashed_password: HashedPasswordIn | None = None
 
+    def check(self) -> None:
+        refuse_two_of_oneof(
+            "AddHumanUserRequest",
+            "PasswordType",
+            ["password", "hashedPassword"],
+            [self.password, self.hashed_password],
+        )
+
+
+def new_human(data: AddHumanUserRequest, *, default_org_id: str) -> NewHuman:
+    """The domain's ``NewHuman`` of a request (the caller's organization unless named)."""
+    profile, password, hashed = data.profile, data.password, data.hashed_password
+    return NewHuman(
+        org_id=(data.organization.org_id if data.organization else None) or default_org_id,
+        user_id=data.user_id,
+        username=data.username,
+        given_name=profile.given_name,
+        family_name=profile.family_name,
+        display_name=profile.display_name or f"{profile.given_name} {profile.family_name}",
+        email=data.email.email,
+        email_verified=data.email.is_verified,
+        password=password.password if password else None,
+        hashed_password=hashed.hash if hashed else None,
+        change_required=(password.change_required if password else False)
+        or (hashed.change_required if hashed else False),
+    )
+
 
 # --- sessions -------------------------------------------------------------------------------
 
@@ -131,6 +192,21 @@ class ChecksIn(WireIn, kw_only=True):
 class CreateSessionRequest(WireIn, kw_only=True):
     proto_name = "CreateSessionRequest"
     checks: ChecksIn | None = None
+
+    def check(self) -> None:
+        checks, user = self.checks, self.checks.user if self.checks else None
+        to_checks = [(CreateSessionRequest, "checks")]
+        if checks is None or user is None:
+            raise invalid([*to_checks, (ChecksIn, "user")], "value is required")
+        refuse_two_of_oneof(
+            "CheckUser", "Search", ["userId", "loginName"], [user.user_id, user.login_name]
+        )
+        if user.user_id is None and user.login_name is None:
+            raise invalid(
+                [*to_checks, (ChecksIn, "user"), (CheckUserIn, "search")], "value is required"
+            )
+        if checks.password is None:
+            raise invalid([*to_checks, (ChecksIn, "password")], "value is required")
 
 
 # --- responses ------------------------------------------------------------------------------
@@ -187,57 +263,66 @@ def encode(value: Any) -> bytes:
 
 
 # --- decoding -------------------------------------------------------------------------------
+#
+# A body is decoded in three steps: JSON to Python values (msgspec), keys to camelCase, then
+# a walk over the request struct's type information (``msgspec.inspect``) that finds the
+# first problem and names it in protoc-gen-validate's words: the field path and the kind of
+# failure come from the walk itself, never from another library's error text. Only then does
+# ``msgspec.convert`` build the struct, which can no longer fail.
 
 _json_decoder = msgspec.json.Decoder()
 _SNAKE = re.compile(r"_([a-z0-9])")
-_PATH = re.compile(r"\.(\w+)|\[(\d+)\]")
-_MISSING_FIELD = re.compile(r"Object missing required field `(\w+)`")
+# Our structs nest four deep; a body nested deeper than this is refused before it is walked.
+MAX_DEPTH = 64
+ENUM_MESSAGE = "value must be one of the defined enum values"
+UNSTORABLE_MESSAGE = "value must be valid UTF-8 without NUL characters"
+TOO_DEEP_MESSAGE = "the body is nested too deeply"
 
 
-def _camel(key: str) -> str:
-    return _SNAKE.sub(lambda m: m.group(1).upper(), key) if "_" in key else key
+class _Failure(Exception):
+    """The first problem found: the fields leading to it and what is wrong there (a field
+    name of ``""`` is the message itself, e.g. for a value in a field it does not have)."""
+
+    def __init__(self, path: list[tuple[type[WireIn], str]], leaf: str) -> None:
+        super().__init__(leaf)
+        self.path = path
+        self.leaf = leaf
+
+    def message(self, root: type[WireIn]) -> str:
+        """``invalid A.B: embedded message failed validation | caused by: invalid C.D: leaf``."""
+        if not self.path:
+            return f"invalid {root.proto_name}: {self.leaf}"
+        parts = [
+            f"invalid {struct.proto_name}.{_go_name(field)}: embedded message failed validation"
+            for struct, field in self.path[:-1]
+        ]
+        struct, field = self.path[-1]
+        name = f"{struct.proto_name}.{_go_name(field)}" if field else struct.proto_name
+        parts.append(f"invalid {name}: {self.leaf}")
+        return " | caused by: ".join(parts)
 
 
-def _normalize_keys(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {_camel(k): _normalize_keys(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_normalize_keys(v) for v in value]
-    return value
+def invalid(path: list[tuple[type[WireIn], str]], leaf: str) -> RequestInvalid:
+    """The 400 for ``leaf`` at the end of ``path`` (struct, field name) from the root."""
+    return RequestInvalid(_Failure(path, leaf).message(path[0][0]))
 
 
 def _go_name(python_name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in python_name.split("_"))
 
 
-def _struct_in(annotation: Any) -> type[WireIn] | None:
-    """The request struct inside ``Annotated[...]`` / ``X | None``, if any."""
-    if isinstance(annotation, type) and issubclass(annotation, WireIn):
-        return annotation
-    for arg in get_args(annotation):  # Annotated's first argument, or a union's members
-        found = _struct_in(arg)
-        if found is not None:
-            return found
-    return None
+def _camel(key: str) -> str:
+    return _SNAKE.sub(lambda m: m.group(1).upper(), key) if "_" in key else key
 
 
-def _length_bounds(annotation: Any) -> tuple[int | None, int | None]:
-    """The ``Meta(min_length, max_length)`` of a field, looking through unions."""
-    for arg in get_args(annotation):
-        if isinstance(arg, Meta):
-            return arg.min_length, arg.max_length
-        low, high = _length_bounds(arg)
-        if low is not None or high is not None:
-            return low, high
-    return None, None
-
-
-def _field_by_wire_name(struct: type[WireIn], wire_name: str) -> tuple[str, Any] | None:
-    hints = get_type_hints(struct, include_extras=True)
-    for field in msgspec.structs.fields(struct):
-        if field.encode_name == wire_name:
-            return field.name, hints[field.name]
-    return None
+def _normalize_keys(value: Any, depth: int = 0) -> Any:
+    if depth > MAX_DEPTH:
+        raise _Failure([], TOO_DEEP_MESSAGE)
+    if isinstance(value, dict):
+        return {_camel(k): _normalize_keys(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalize_keys(v, depth + 1) for v in value]
+    return value
 
 
 def length_message(low: int | None, high: int | None) -> str:
@@ -248,87 +333,94 @@ def length_message(low: int | None, high: int | None) -> str:
     return f"value length must be at least {low} runes"
 
 
-def _chain(root: type[WireIn], path: list[str], leaf: str) -> str:
-    """Turn a JSON path into PGV's nested 'embedded message failed validation' chain."""
-    parts: list[str] = []
-    struct: type[WireIn] | None = root
-    for i, wire_name in enumerate(path):
-        if struct is None:
-            break
-        found = _field_by_wire_name(struct, wire_name)
-        if found is None:
-            break
-        name, annotation = found
-        prefix = f"invalid {struct.proto_name}.{_go_name(name)}: "
-        if i == len(path) - 1:
-            parts.append(prefix + leaf)
-            return " | caused by: ".join(parts)
-        parts.append(prefix + "embedded message failed validation")
-        struct = _struct_in(annotation)
-    parts.append(f"invalid {(struct or root).proto_name}: {leaf}")
-    return " | caused by: ".join(parts)
+def _leaf_problem(info: mi.Type, value: Any) -> str | None:
+    """What is wrong with ``value`` for a field of type ``info`` (not a nested struct)."""
+    if isinstance(info, mi.Metadata):
+        allowed = (info.extra or {}).get("enum")
+        if allowed is not None:
+            ok = type(value) in (str, int) and value in allowed
+            return None if ok else ENUM_MESSAGE
+        return _leaf_problem(info.type, value)
+    if isinstance(info, mi.StrType):
+        if not isinstance(value, str):
+            return "value must be a string"
+        if (info.min_length is not None and len(value) < info.min_length) or (
+            info.max_length is not None and len(value) > info.max_length
+        ):
+            return length_message(info.min_length, info.max_length)
+        return None
+    if isinstance(info, mi.BoolType):
+        return None if isinstance(value, bool) else "value must be a boolean"
+    if isinstance(info, mi.IntType):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else "value must be a number"
+    raise TypeError(f"the wire decoder does not know {info!r}")  # a struct field we never use
 
 
-def _leaf_message(root: type[WireIn], path: list[str], raw: str) -> str:
-    if "of length" in raw:
-        struct: type[WireIn] | None = root
-        annotation: Any = None
-        for wire_name in path:
-            found = _field_by_wire_name(struct, wire_name) if struct else None
-            if found is None:
-                break
-            annotation = found[1]
-            struct = _struct_in(annotation)
-        low, high = _length_bounds(annotation) if annotation is not None else (None, None)
-        return length_message(low, high)
-    if raw.startswith(("Expected `str`", "Expected `str | null`")):
-        return "value must be a string"
-    if raw.startswith("Expected `bool`"):
-        return "value must be a boolean"
-    if raw.startswith("Expected `object`"):
-        return "value must be an object"
-    if raw.startswith("Expected `int`"):
-        return "value must be a number"
-    return raw.split(" - at ", 1)[0]
+def _check_struct(info: mi.StructType, value: dict[str, Any], path: list[Any]) -> None:
+    """Fields in the order the body has them (as msgspec reports), then missing ones."""
+    struct = cast(type[WireIn], info.cls)
+    fields = {f.encode_name: f for f in info.fields}
+    for key, item in value.items():
+        field = fields.get(key)
+        if field is not None:
+            _check_field(field.type, item, [*path, (struct, field.name)])
+    for field in info.fields:
+        if field.required and field.encode_name not in value:
+            raise _Failure([*path, (struct, field.name)], "value is required")
 
 
-def validation_message(root: type[WireIn], error: msgspec.ValidationError) -> str:
-    raw = str(error)
-    message, _, at = raw.partition(" - at `")
-    path = [m.group(1) or m.group(2) for m in _PATH.finditer(at.rstrip("`"))]
-    missing = _MISSING_FIELD.match(message)
-    if missing:
-        return _chain(root, [*path, missing.group(1)], "value is required")
-    return _chain(root, path, _leaf_message(root, path, raw))
+def _check_field(info: mi.Type, value: Any, path: list[Any]) -> None:
+    if isinstance(info, mi.UnionType):  # ``X | None``: null is "not set"
+        if value is None and any(isinstance(t, mi.NoneType) for t in info.types):
+            return
+        (info,) = [t for t in info.types if not isinstance(t, mi.NoneType)]
+    if isinstance(info, mi.StructType):
+        if not isinstance(value, dict):
+            raise _Failure(path, "value must be an object")
+        _check_struct(info, value, path)
+        return
+    problem = _leaf_problem(info, value)
+    if problem is not None:
+        raise _Failure(path, problem)
+
+
+@functools.cache
+def _type_info(struct: type[WireIn]) -> mi.StructType:
+    info = mi.type_info(struct)
+    assert isinstance(info, mi.StructType)
+    return info
 
 
 def decode(body: bytes, struct: type[S]) -> S:
     """Decode a body strictly into ``struct``; an empty body is ``{}``."""
-    proto = getattr(struct, "proto_name", struct.__name__)
+    proto: str = getattr(struct, "proto_name", struct.__name__)
     if not body.strip():
         raw: Any = {}
     else:
         try:
             raw = _json_decoder.decode(body)
+        except RecursionError:  # msgspec's parser is recursive: a body nested thousands deep
+            raise RequestInvalid(f"invalid {proto}: {TOO_DEEP_MESSAGE}") from None
         except msgspec.DecodeError as exc:
-            reason = str(exc)
+            reason = str(exc)  # where the syntax breaks; the prefix is ours
             if not reason.startswith("JSON is malformed"):
                 reason = f"JSON is malformed: {reason}"
             raise RequestInvalid(f"invalid {proto}: {reason}") from None
     if not isinstance(raw, dict):
         raise RequestInvalid(f"invalid {proto}: the body must be a JSON object")
-    normalized = _normalize_keys(raw)
+    root: type[WireIn] = struct
     try:
-        decoded = msgspec.convert(normalized, struct, strict=True)
-    except msgspec.ValidationError as exc:
-        raise RequestInvalid(validation_message(struct, exc)) from None  # type: ignore[arg-type]
+        normalized = _normalize_keys(raw)
+        _check_struct(_type_info(root), normalized, [])
+    except _Failure as failure:
+        raise RequestInvalid(failure.message(root)) from None
     bad = _unstorable_string_path(normalized, [])
     if bad is not None:
-        raise RequestInvalid(_chain(struct, bad, UNSTORABLE_MESSAGE))  # type: ignore[arg-type]
+        raise RequestInvalid(_unstorable_message(root, bad))
+    decoded = msgspec.convert(normalized, struct, strict=True)
+    decoded.check()
     return decoded
-
-
-UNSTORABLE_MESSAGE = "value must be valid UTF-8 without NUL characters"
 
 
 def is_storable(text: str) -> bool:
@@ -356,6 +448,24 @@ def _unstorable_string_path(value: Any, path: list[str]) -> list[str] | None:
             if found is not None:
                 return found
     return None
+
+
+def _unstorable_message(root: type[WireIn], keys: list[str]) -> str:
+    """Name the fields down to the bad string, as far as they are fields of the request."""
+    path: list[tuple[type[WireIn], str]] = []
+    info: mi.Type = _type_info(root)
+    for key in keys:
+        if isinstance(info, mi.UnionType):
+            info = next(t for t in info.types if not isinstance(t, mi.NoneType))
+        if not isinstance(info, mi.StructType):
+            break
+        field = next((f for f in info.fields if f.encode_name == key), None)
+        if field is None:  # an unknown field: name the message that holds it
+            path.append((cast(type[WireIn], info.cls), ""))
+            break
+        path.append((cast(type[WireIn], info.cls), field.name))
+        info = field.type
+    return _Failure(path, UNSTORABLE_MESSAGE).message(root)
 
 
 def check_path_id(proto: str, field: str, value: str) -> None:
@@ -410,9 +520,7 @@ class GetUserResponse(WireOut, kw_only=True):
     user: UserOut
 
 
-def user_response(user: Any) -> GetUserResponse:
-    from api.users import WIRE_STATES
-
+def user_response(user: User) -> GetUserResponse:
     human = machine = None
     if user.kind == "human":
         human = HumanOut(
@@ -472,7 +580,7 @@ class GetSessionResponse(WireOut, kw_only=True):
     session: SessionOut
 
 
-def session_response(session: Any) -> GetSessionResponse:
+def session_response(session: Session) -> GetSessionResponse:
     created = timestamp(session.created_at)
     return GetSessionResponse(
         session=SessionOut(

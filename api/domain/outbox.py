@@ -1,12 +1,14 @@
-"""The transactional outbox: side effects written with the change, published after commit.
+"""Publishing the outbox: committed side effects reach Celery, none is lost.
 
-Rows are inserted by the statement that makes the change (see ``passwords``). After the
-commit, ``OutboxDispatcher`` publishes them to Celery from a worker thread (publishing blocks,
-and blocks long when the broker is down) and marks them published. The periodic relay
-(``workers.tasks.relay_outbox``) publishes rows still unpublished after a few seconds, and
-again rows published long ago but never processed (a lost broker message). Tasks receive only
-the outbox id and are idempotent by it, so publishing twice is harmless; processing takes
-the row lock and sets ``processed_at``, so a second delivery does nothing.
+After a command commits, ``OutboxDispatcher.dispatch`` publishes its rows from a worker
+thread (publishing blocks, and blocks long when the broker is down) and marks them
+published. The periodic relay (``relay_due``, run by the beat's ``relay_outbox`` task)
+publishes rows still unpublished after a few seconds, and again rows published long ago but
+never processed (a lost broker message). Tasks receive only the outbox id and are idempotent
+by it, so publishing twice is harmless.
+
+The publisher itself (Celery's ``send_task``) is handed in by the entry point
+(``api.main``, ``workers``): the domain knows only that it publishes rows.
 """
 
 from __future__ import annotations
@@ -15,61 +17,16 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
-from typing import Any
-
-import msgspec
 
 from api import metrics
-from api.db import Connection, Pool
+from api.db import Pool
+from api.repositories import outbox
+from api.repositories.outbox import OutboxRow
 
 log = logging.getLogger("identity.outbox")
 
-TASK_PASSWORD_CHANGED_EMAIL = "identity.send_password_changed_email"
-TASK_PASSWORD_RESET_EMAIL = "identity.send_password_reset_email"
-TASK_REVOKE_SESSIONS = "identity.revoke_sessions"
-TASK_RELAY_OUTBOX = "identity.relay_outbox"
-
-
-class OutboxRow(msgspec.Struct, frozen=True):
-    id: int
-    task: str
-
-
-class OutboxItem(msgspec.Struct, frozen=True, kw_only=True):
-    id: int
-    task: str
-    aggregate_id: str
-    event_sequence: int
-    payload: dict[str, Any]
-    created_at: datetime
-    processed_at: datetime | None
-
-
 Publish = Callable[[Sequence[OutboxRow]], None]
-
-_MARK_PUBLISHED = """
-UPDATE outbox SET published_at = clock_timestamp(), publish_count = publish_count + 1
-WHERE id = ANY($1::bigint[])
-"""
-_DUE_FOR_RELAY = """
-SELECT id, task FROM outbox
-WHERE processed_at IS NULL
-  AND ((published_at IS NULL AND created_at < clock_timestamp() - make_interval(secs => $1))
-       OR published_at < clock_timestamp() - make_interval(secs => $2))
-ORDER BY id
-LIMIT $3
-FOR UPDATE SKIP LOCKED
-"""
-_LOCK_FOR_PROCESSING = """
-SELECT id, task, aggregate_id, event_sequence, payload, created_at, processed_at
-FROM outbox WHERE id = $1 FOR UPDATE
-"""
-_MARK_PROCESSED = "UPDATE outbox SET processed_at = clock_timestamp() WHERE id = $1"
-
-
-async def mark_published(db: Pool | Connection, ids: Sequence[int]) -> None:
-    await db.execute(_MARK_PUBLISHED, list(ids))
+"""Publishes rows to the broker, each as a task carrying only its id; blocks."""
 
 
 async def relay_due(
@@ -79,26 +36,16 @@ async def relay_due(
     total = 0
     while True:
         async with pool.acquire() as conn, conn.transaction():
-            rows = [
-                OutboxRow(r["id"], r["task"])
-                for r in await conn.fetch(_DUE_FOR_RELAY, min_age_s, redeliver_after_s, batch)
-            ]
+            rows = await outbox.lock_due_for_relay(
+                conn, min_age_s=min_age_s, redeliver_after_s=redeliver_after_s, limit=batch
+            )
             if not rows:
                 return total
             await asyncio.to_thread(publish, rows)
-            await mark_published(conn, [r.id for r in rows])
+            await outbox.mark_published(conn, [r.id for r in rows])
         total += len(rows)
         if len(rows) < batch:
             return total
-
-
-async def lock_for_processing(conn: Connection, outbox_id: int) -> OutboxItem | None:
-    row = await conn.fetchrow(_LOCK_FOR_PROCESSING, outbox_id)
-    return OutboxItem(**dict(row)) if row else None
-
-
-async def mark_processed(conn: Connection, outbox_id: int) -> None:
-    await conn.execute(_MARK_PROCESSED, outbox_id)
 
 
 class OutboxDispatcher:
@@ -107,8 +54,8 @@ class OutboxDispatcher:
     ``dispatch`` returns at once. Rows of concurrent changes are coalesced: one flusher task
     publishes whatever is queued in batches (one executor hop and one ``UPDATE`` per batch,
     not per change). A failure (broker down) is logged and those rows wait for the periodic
-    relay; so do rows beyond ``max_queued``. One publishing thread keeps Celery's producer
-    use single-threaded.
+    relay; so do rows beyond ``max_queued``, and every row when there is no publisher. One
+    publishing thread keeps Celery's producer use single-threaded.
     """
 
     def __init__(
@@ -146,7 +93,7 @@ class OutboxDispatcher:
             return
         metrics.OUTBOX_PUBLISHED.inc(len(rows))
         try:
-            await mark_published(self._pool, [r.id for r in rows])
+            await outbox.mark_published(self._pool, [r.id for r in rows])
         except Exception as exc:
             log.warning("outbox mark-published failed: %s", type(exc).__name__)
 

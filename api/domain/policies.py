@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from api.db import Connection, Pool
+from api.domain.context import Context
 from api.errors import (
     InvalidArgument,
     OrganizationNotFound,
@@ -32,6 +33,8 @@ from api.errors import (
     PasswordTooShort,
     StoreUnavailable,
 )
+from api.repositories import orgs, users
+from api.repositories import policies as overrides_store
 from api.settings import Settings
 
 
@@ -65,15 +68,6 @@ def default_policy(settings: Settings) -> Policy:
     return Policy(**{key: getattr(settings, f"policy_{key}") for key in POLICY_KEYS})
 
 
-_GET_OVERRIDES = "SELECT settings FROM policies WHERE org_id = $1"
-_ORG_EXISTS = "SELECT 1 FROM organizations WHERE id = $1"
-_UPSERT = """
-INSERT INTO policies (org_id, settings) VALUES ($1, $2::jsonb)
-ON CONFLICT (org_id) DO UPDATE
-SET settings = policies.settings || EXCLUDED.settings, updated_at = clock_timestamp()
-"""
-
-
 def effective_policy(settings: Settings, overrides: dict[str, Any] | None) -> Policy:
     """The instance defaults with an organization's overrides (its ``policies.settings``)."""
     base = default_policy(settings)
@@ -83,8 +77,12 @@ def effective_policy(settings: Settings, overrides: dict[str, Any] | None) -> Po
     return msgspec.convert(merged, Policy)
 
 
-async def get_policy(db: Pool | Connection, settings: Settings, org_id: str) -> Policy:
-    return effective_policy(settings, await db.fetchval(_GET_OVERRIDES, org_id))
+async def get_policy(*, ctx: Context, org_id: str, db: Pool | Connection | None = None) -> Policy:
+    """The organization's effective policy (404 for an unknown organization)."""
+    db = db or ctx.pool
+    if await orgs.get(db, org_id) is None:
+        raise OrganizationNotFound()
+    return effective_policy(ctx.settings, await overrides_store.get_overrides(db, org_id))
 
 
 def parse_policy_updates(pairs: list[str]) -> dict[str, Any]:
@@ -117,13 +115,27 @@ def parse_policy_updates(pairs: list[str]) -> dict[str, Any]:
     return updates
 
 
-async def set_policy(
-    conn: Connection, settings: Settings, org_id: str, updates: dict[str, Any]
-) -> Policy:
-    if await conn.fetchval(_ORG_EXISTS, org_id) is None:
-        raise OrganizationNotFound()
-    await conn.execute(_UPSERT, org_id, updates)
-    return await get_policy(conn, settings, org_id)
+async def set_policy(*, ctx: Context, org_id: str, updates: dict[str, Any]) -> Policy:
+    """Merge ``updates`` (from ``parse_policy_updates``) into the organization's overrides."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        if await orgs.get(conn, org_id) is None:
+            raise OrganizationNotFound()
+        await overrides_store.merge_overrides(conn, org_id, updates)
+        return await get_policy(ctx=ctx, org_id=org_id, db=conn)
+
+
+async def check_new_password(
+    *, ctx: Context, policy: Policy, password: str, user_id: str | None = None
+) -> None:
+    """Is ``password`` acceptable as the new password (of ``user_id``, for the history)?
+
+    Complexity and blocklist first (cheap), then the history (hashes), then the breach API.
+    """
+    check_complexity(policy, password)
+    if user_id is not None and policy.history > 0:
+        recent = await users.recent_password_hashes(ctx.pool, user_id, policy.history)
+        await check_history(policy, password, recent, ctx.hasher.verify)
+    await check_breached(ctx.settings, password)
 
 
 # --- checks -------------------------------------------------------------------------------

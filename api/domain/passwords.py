@@ -1,0 +1,240 @@
+"""Change a user's password (three branches) and request a reset code.
+
+The flow of ``change_password``, in the contract's order:
+
+    rate limit (verification branches) → load user (404) → permission (403) → state (400)
+    → verify: ``new == current`` before any hashing, then the current password (hash pool)
+      or the reset code (one Lua call: check, count, claim)
+    → policy: complexity, blocklist, history, breach → hash the new password (hash pool)
+    → ONE statement (``users.change_password``): lock the user row, append the event,
+      update the row, record history, insert the outbox rows; RETURNING sequence, commit
+      time, resource owner
+    → after commit: burn the code, publish the outbox rows, answer.
+
+A policy failure or a failed write after a successful code claim releases the claim.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+from typing import Any, NoReturn
+
+from api import crypto, metrics
+from api.domain import credentials
+from api.domain.auth import Principal, require_self_or_write, require_write
+from api.domain.context import Context
+from api.domain.policies import check_new_password, effective_policy
+from api.domain.reset_links import validate_url_template
+from api.errors import CodeInvalid, CodeNotFound, PasswordInvalid, PasswordUnchanged, UserNotFound
+from api.repositories import codes, outbox, ratelimit, users
+from api.repositories.events import Details
+from api.repositories.outbox import NewOutboxRow
+from api.repositories.users import ACTIVE, INACTIVE, LOCKED, User
+
+log = logging.getLogger("identity.passwords")
+
+
+class Branch(enum.Enum):
+    CURRENT_PASSWORD = "currentPassword"
+    VERIFICATION_CODE = "verificationCode"
+    ADMIN = "admin"
+
+
+# The states a user may be in for each branch (checked before, and again inside, the write).
+_ALLOWED_STATES = {
+    Branch.CURRENT_PASSWORD: (ACTIVE,),
+    Branch.VERIFICATION_CODE: (ACTIVE, LOCKED),
+    Branch.ADMIN: (ACTIVE, LOCKED, INACTIVE),
+}
+# A reset code may be requested for a user who may then use it.
+_RESET_STATES = _ALLOWED_STATES[Branch.VERIFICATION_CODE]
+
+
+async def change_password(
+    *,
+    ctx: Context,
+    principal: Principal,
+    user_id: str,
+    new_password: str,
+    change_required: bool = False,
+    current_password: str | None = None,
+    verification_code: str | None = None,
+    client_ip: str = "",
+) -> Details:
+    if current_password is not None:
+        branch = Branch.CURRENT_PASSWORD
+    elif verification_code is not None:
+        branch = Branch.VERIFICATION_CODE
+    else:
+        branch = Branch.ADMIN
+
+    if branch is not Branch.ADMIN:
+        await ratelimit.before_verification(
+            ctx.redis, ctx.keys, ctx.settings, user_id=user_id, client_ip=client_ip
+        )
+    user = credentials.require_human(await users.get(ctx.pool, user_id))
+    if branch is Branch.CURRENT_PASSWORD:
+        require_self_or_write(principal, user.id, user.org_id)
+    elif branch is Branch.ADMIN:
+        require_write(principal, user.org_id)
+    credentials.require_state(user, _ALLOWED_STATES[branch])
+    policy = effective_policy(ctx.settings, user.policy_overrides)
+
+    claim_id: str | None = None
+    expected_hash: str | None = None
+    if current_password is not None:
+        expected_hash = credentials.password_hash_of(user)
+        if new_password == current_password:
+            raise PasswordUnchanged()
+        await credentials.verify_password(
+            ctx=ctx,
+            user=user,
+            encoded=expected_hash,
+            password=current_password,
+            client_ip=client_ip,
+        )
+    elif verification_code is not None:
+        try:
+            claim_id = await codes.claim_code(
+                ctx.redis,
+                ctx.keys,
+                secret_key=ctx.settings.secret_key,
+                user_id=user.id,
+                code=verification_code,
+                max_tries=policy.max_code_attempts,
+                not_before_ms=user.password_changed_ms,
+            )
+        except (CodeInvalid, CodeNotFound):
+            await ratelimit.after_failed_verification(
+                ctx.redis, ctx.keys, ctx.settings, client_ip=client_ip
+            )
+            raise
+
+    try:
+        await check_new_password(ctx=ctx, policy=policy, password=new_password, user_id=user.id)
+        new_hash = await ctx.hasher.hash(new_password)
+        side_effects = []
+        if policy.notify_password_change and user.email:
+            side_effects.append(
+                NewOutboxRow(outbox.TASK_PASSWORD_CHANGED_EMAIL, {"userId": user.id})
+            )
+        side_effects.append(
+            NewOutboxRow(
+                outbox.TASK_REVOKE_SESSIONS,
+                {"userId": user.id, "exceptSessionId": principal.session_id},
+            )
+        )
+        payload: dict[str, Any] = {"changeRequired": change_required, "verification": branch.value}
+        if principal.session_id:
+            payload["sessionId"] = principal.session_id
+        change = await users.change_password(
+            ctx.pool,
+            user_id=user.id,
+            states=_ALLOWED_STATES[branch],
+            expected_hash=expected_hash,
+            new_hash=new_hash,
+            change_required=change_required,
+            payload=payload,
+            creator=principal.user_id,
+            side_effects=side_effects,
+        )
+        if change is None:
+            await _explain_lost_race(ctx=ctx, user=user, branch=branch, expected_hash=expected_hash)
+    except BaseException:
+        if claim_id is not None:
+            await codes.release_claim(ctx.redis, ctx.keys, user_id=user.id, claim_id=claim_id)
+        raise
+
+    try:
+        await codes.burn_code(ctx.redis, ctx.keys, user_id=user.id)
+    except Exception as exc:  # the code is void anyway: it predates the change
+        log.warning("could not delete a used reset code: %s", type(exc).__name__)
+    ctx.outbox.dispatch(change.outbox)
+    metrics.PASSWORD_CHANGES.labels(branch.value).inc()
+    return change.details
+
+
+async def _explain_lost_race(
+    *, ctx: Context, user: User, branch: Branch, expected_hash: str | None
+) -> NoReturn:
+    """The user changed between the checks and the write: say what changed."""
+    current = await users.get(ctx.pool, user.id)
+    credentials.require_state(current, _ALLOWED_STATES[branch])
+    if expected_hash is not None and current.password_hash != expected_hash:
+        raise PasswordInvalid()
+    raise UserNotFound()
+
+
+async def request_password_reset(
+    *,
+    ctx: Context,
+    principal: Principal,
+    user_id: str,
+    return_code: bool,
+    url_template: str | None = None,
+) -> tuple[Details, str | None]:
+    """Issue a new code (replacing the old); return it only for ``returnCode``."""
+    user = credentials.require_human(await users.get(ctx.pool, user_id))
+    if return_code:
+        require_write(principal, user.org_id)
+    else:
+        require_self_or_write(principal, user.id, user.org_id)
+    credentials.require_state(user, _RESET_STATES)
+    if url_template is not None:
+        validate_url_template(url_template)
+    policy = effective_policy(ctx.settings, user.policy_overrides)
+    await ratelimit.enforce(
+        ctx.redis,
+        [ratelimit.reset_requests_by_user(ctx.keys, user.id, policy.reset_requests_per_hour)],
+    )
+
+    code = codes.generate_code()
+    # Redis first: if the write below fails, an unsent, unknown code simply expires.
+    await codes.store_code(
+        ctx.redis,
+        ctx.keys,
+        secret_key=ctx.settings.secret_key,
+        user_id=user.id,
+        code=code,
+        expiry_s=policy.code_expiry_seconds,
+    )
+    side_effects: list[NewOutboxRow] = []
+    payload: dict[str, Any] = {
+        "medium": "returnCode" if return_code else "email",
+        "expirySeconds": policy.code_expiry_seconds,
+    }
+    if not return_code:
+        template = url_template or ctx.settings.reset_url_template
+        side_effects.append(
+            NewOutboxRow(
+                outbox.TASK_PASSWORD_RESET_EMAIL,
+                {
+                    "userId": user.id,
+                    "urlTemplate": template,
+                    "encryptedCode": crypto.encrypt(ctx.settings.secret_key, code),
+                },
+            )
+        )
+        payload["urlTemplate"] = template
+    try:
+        change = await users.add_password_code(
+            ctx.pool,
+            user_id=user.id,
+            states=_RESET_STATES,
+            payload=payload,
+            creator=principal.user_id,
+            side_effects=side_effects,
+        )
+    except BaseException:
+        # No event, no e-mail, no answer: the code must not stay usable either.
+        with contextlib.suppress(Exception):
+            await codes.burn_code(ctx.redis, ctx.keys, user_id=user.id)
+        raise
+    if change is None:
+        await codes.burn_code(ctx.redis, ctx.keys, user_id=user.id)
+        credentials.require_state(await users.get(ctx.pool, user.id), _RESET_STATES)
+        raise UserNotFound()
+    ctx.outbox.dispatch(change.outbox)
+    return change.details, (code if return_code else None)

@@ -1,0 +1,148 @@
+"""The append-only event log: event types, the ``Details`` of a change, and the one
+statement fragment that appends events.
+
+Every state change of an aggregate appends exactly one event with ``sequence`` = previous + 1
+in the same statement that changes the aggregate's row. That statement is built by the
+repository owning the row from ``append``: the row's own CTE selects the new event's
+``aggregate_id, sequence, resource_owner, created_at``; ``append`` turns each of its rows
+into one event, so no other module writes to ``events``. Payloads never hold a password,
+hash, code or token.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from api.db import Connection
+
+# Event types, by aggregate type.
+USER = "user"
+USER_ADDED = "user.human.added"
+MACHINE_USER_ADDED = "user.machine.added"
+PASSWORD_CHANGED = "user.human.password.changed"
+PASSWORD_CODE_ADDED = "user.human.password.code.added"
+USER_LOCKED = "user.locked"
+USER_UNLOCKED = "user.unlocked"
+USER_DEACTIVATED = "user.deactivated"
+USER_REACTIVATED = "user.reactivated"
+USER_REMOVED = "user.removed"
+
+SESSION = "session"
+SESSION_ADDED = "session.added"
+SESSION_TERMINATED = "session.terminated"
+
+ORG = "org"
+ORG_ADDED = "org.added"
+
+NOTIFICATION = "notification"
+PASSWORD_CODE_SENT = "user.human.password.code.sent"
+PASSWORD_CHANGE_SENT = "user.human.password.change.sent"
+
+# What ``append`` returns for each event; a statement ends with ``SELECT ... FROM ev``.
+APPENDED_COLUMNS = "aggregate_id, sequence, created_at, resource_owner"
+
+_NAME = re.compile(r"^[a-z][a-z_.]*$")
+
+
+def _literal(name: str) -> str:
+    """An event or aggregate type as a SQL literal (they are this module's constants)."""
+    if not _NAME.match(name):
+        raise ValueError(f"not an event or aggregate type: {name!r}")
+    return f"'{name}'"
+
+
+def append(
+    source: str,
+    *,
+    aggregate_type: str,
+    event_type: str,
+    payload: str,
+    creator: str,
+    once: bool = False,
+) -> str:
+    """The CTE ``ev`` that appends one event for each row of the CTE ``source``.
+
+    ``source`` yields ``aggregate_id, sequence, resource_owner, created_at``; ``payload``
+    (jsonb) and ``creator`` (text) are SQL expressions over it and the statement's
+    parameters; ``aggregate_type`` and ``event_type`` are this module's constants. ``once``:
+    a second append of the same (aggregate, sequence) is silently skipped (a task run twice),
+    instead of failing on the primary key. ``ev`` returns ``APPENDED_COLUMNS``.
+    """
+    conflict = "ON CONFLICT (aggregate_id, sequence) DO NOTHING" if once else ""
+    return f"""ev AS (
+    INSERT INTO events (aggregate_id, sequence, aggregate_type, event_type, payload, creator,
+                        resource_owner, created_at)
+    SELECT aggregate_id, sequence, {_literal(aggregate_type)}, {_literal(event_type)},
+           {payload}, {creator}, resource_owner, created_at
+    FROM {source}
+    {conflict}
+    RETURNING {APPENDED_COLUMNS}
+)"""
+
+
+class Details(msgspec.Struct, frozen=True):
+    """What a change returns: the aggregate's new sequence, commit time and owner."""
+
+    sequence: int
+    change_date: datetime
+    resource_owner: str
+
+
+def details_from(row: Any) -> Details:
+    """``Details`` of a row holding ``sequence, created_at, resource_owner``."""
+    return Details(row["sequence"], row["created_at"], row["resource_owner"])
+
+
+# A notification that went out is an aggregate of its own, one event long, keyed by the
+# outbox row that caused it: it is not a state change of the user, so it leaves the user's
+# sequence alone (the contract's sequence counts state changes only), and a second delivery
+# of the same task cannot record it twice.
+_NOTIFICATION = """
+SELECT $1::text AS aggregate_id, 1 AS sequence, $4::text AS resource_owner,
+       clock_timestamp() AS created_at
+"""
+
+
+def _record_notification(event_type: str) -> str:
+    ev = append(
+        "n",
+        aggregate_type=NOTIFICATION,
+        event_type=event_type,
+        payload="$2::jsonb",
+        creator="$3",
+        once=True,
+    )
+    return f"WITH n AS ({_NOTIFICATION}), {ev}\nSELECT 1 FROM ev"
+
+
+_RECORD_NOTIFICATION = {
+    event_type: _record_notification(event_type)
+    for event_type in (PASSWORD_CODE_SENT, PASSWORD_CHANGE_SENT)
+}
+
+
+def notification_aggregate(outbox_id: int) -> str:
+    return f"notification-{outbox_id}"
+
+
+async def record_notification(
+    conn: Connection,
+    *,
+    outbox_id: int,
+    event_type: str,
+    user_id: str,
+    resource_owner: str,
+    payload: dict[str, Any],
+) -> None:
+    """Record that a notification about ``user_id`` was sent (payload carries ``userId``)."""
+    await conn.execute(
+        _RECORD_NOTIFICATION[event_type],
+        notification_aggregate(outbox_id),
+        {"userId": user_id, "outboxId": outbox_id, **payload},
+        "system",
+        resource_owner,
+    )

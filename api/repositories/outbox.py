@@ -1,0 +1,123 @@
+"""The ``outbox`` table: side effects written with the change that causes them.
+
+A command's statement adds its outbox rows with ``insert`` (the CTE ``side_effects``), in
+the same statement that appends its event; after commit they are published to Celery
+(``api.domain.outbox``) and each task processes its row once (``lock_for_processing``,
+``mark_processed`` in the task's transaction). Tasks receive only the row's id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from api.db import Connection, Pool
+
+# Task names: what an outbox row asks a worker to do.
+TASK_PASSWORD_CHANGED_EMAIL = "identity.send_password_changed_email"
+TASK_PASSWORD_RESET_EMAIL = "identity.send_password_reset_email"
+TASK_REVOKE_SESSIONS = "identity.revoke_sessions"
+TASK_RELAY_OUTBOX = "identity.relay_outbox"
+
+
+class OutboxRow(msgspec.Struct, frozen=True):
+    """A committed row to publish: its id and the task that processes it."""
+
+    id: int
+    task: str
+
+
+class NewOutboxRow(msgspec.Struct, frozen=True):
+    """A row for a command to add: the task and its payload (no secret in clear)."""
+
+    task: str
+    payload: dict[str, Any]
+
+
+class OutboxItem(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    task: str
+    aggregate_id: str
+    event_sequence: int
+    payload: dict[str, Any]
+    created_at: datetime
+    processed_at: datetime | None
+
+
+# What a statement that used ``insert`` selects, for ``rows_from``.
+INSERTED_COLUMNS = """
+(SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM side_effects) AS outbox_ids,
+(SELECT coalesce(array_agg(task ORDER BY id), '{}') FROM side_effects) AS outbox_tasks
+"""
+
+
+def insert(*, tasks: str, payloads: str) -> str:
+    """The CTE ``side_effects``: one outbox row per (task, payload) for the event in ``ev``.
+
+    ``tasks`` and ``payloads`` are parameters of the statement (``$n::text[]``, payloads as
+    JSON text), in the order the rows get their ids.
+    """
+    return f"""side_effects AS (
+    INSERT INTO outbox (task, aggregate_id, event_sequence, payload, created_at)
+    SELECT t.task, ev.aggregate_id, ev.sequence, t.payload::jsonb, ev.created_at
+    FROM ev, unnest({tasks}, {payloads}) WITH ORDINALITY AS t(task, payload, n)
+    ORDER BY t.n
+    RETURNING id, task
+)"""
+
+
+def arguments(rows: Sequence[NewOutboxRow]) -> tuple[list[str], list[str]]:
+    """The ``tasks`` and ``payloads`` parameters of ``insert`` for ``rows``."""
+    return [r.task for r in rows], [msgspec.json.encode(r.payload).decode() for r in rows]
+
+
+def rows_from(record: Any) -> list[OutboxRow]:
+    """The rows a statement inserted (it selected ``INSERTED_COLUMNS``)."""
+    return [
+        OutboxRow(i, t) for i, t in zip(record["outbox_ids"], record["outbox_tasks"], strict=True)
+    ]
+
+
+_MARK_PUBLISHED = """
+UPDATE outbox SET published_at = clock_timestamp(), publish_count = publish_count + 1
+WHERE id = ANY($1::bigint[])
+"""
+_DUE_FOR_RELAY = """
+SELECT id, task FROM outbox
+WHERE processed_at IS NULL
+  AND ((published_at IS NULL AND created_at < clock_timestamp() - make_interval(secs => $1))
+       OR published_at < clock_timestamp() - make_interval(secs => $2))
+ORDER BY id
+LIMIT $3
+FOR UPDATE SKIP LOCKED
+"""
+_LOCK_FOR_PROCESSING = """
+SELECT id, task, aggregate_id, event_sequence, payload, created_at, processed_at
+FROM outbox WHERE id = $1 FOR UPDATE
+"""
+_MARK_PROCESSED = "UPDATE outbox SET processed_at = clock_timestamp() WHERE id = $1"
+
+
+async def mark_published(db: Pool | Connection, ids: Sequence[int]) -> None:
+    await db.execute(_MARK_PUBLISHED, list(ids))
+
+
+async def lock_due_for_relay(
+    conn: Connection, *, min_age_s: float, redeliver_after_s: float, limit: int
+) -> list[OutboxRow]:
+    """Rows never published after ``min_age_s``, or published ``redeliver_after_s`` ago and
+    still unprocessed; locked (skipping rows another relay holds) until the transaction ends."""
+    records = await conn.fetch(_DUE_FOR_RELAY, min_age_s, redeliver_after_s, limit)
+    return [OutboxRow(r["id"], r["task"]) for r in records]
+
+
+async def lock_for_processing(conn: Connection, outbox_id: int) -> OutboxItem | None:
+    row = await conn.fetchrow(_LOCK_FOR_PROCESSING, outbox_id)
+    return OutboxItem(**dict(row)) if row else None
+
+
+async def mark_processed(conn: Connection, outbox_id: int) -> None:
+    await conn.execute(_MARK_PROCESSED, outbox_id)

@@ -1,0 +1,398 @@
+"""The ``users`` and ``password_history`` tables: every SQL statement that reads or writes them.
+
+A command on a user is one statement built by ``_command``: lock the user's row (guarded by
+the states it may be in and, optionally, the password hash the caller checked), append one
+event with sequence + 1, update the row, add its outbox rows, and return the new sequence,
+the commit time, the owner and the outbox ids. A new kind of change is a few lines here: its
+event type (``api.repositories.events``) and what it sets on the row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from api.db import Connection, Pool
+from api.errors import OrganizationNotFound, UserIdTaken, UsernameTaken, UserNotFound
+from api.repositories import events, outbox
+from api.repositories.events import Details
+from api.repositories.outbox import NewOutboxRow, OutboxRow
+
+ACTIVE, INACTIVE, LOCKED = "active", "inactive", "locked"
+HUMAN, MACHINE = "human", "machine"
+
+
+class User(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    org_id: str
+    org_domain: str
+    kind: str
+    role: str | None
+    username: str
+    given_name: str
+    family_name: str
+    display_name: str
+    email: str
+    email_verified: bool
+    state: str
+    password_hash: str | None
+    password_change_required: bool
+    password_changed_at: datetime | None
+    failed_password_attempts: int
+    sequence: int
+    created_at: datetime
+    updated_at: datetime
+    policy_overrides: dict[str, Any] | None = None
+
+    @property
+    def preferred_login_name(self) -> str:
+        return f"{self.username}@{self.org_domain}"
+
+    @property
+    def password_changed_ms(self) -> int:
+        changed = self.password_changed_at
+        return int(changed.timestamp() * 1000) if changed else 0
+
+
+class NewUserRow(msgspec.Struct, frozen=True, kw_only=True):
+    """The columns of a new ``users`` row that the caller chooses (the rest are derived)."""
+
+    id: str
+    org_id: str
+    kind: str
+    role: str | None = None
+    username: str
+    given_name: str = ""
+    family_name: str = ""
+    display_name: str = ""
+    email: str = ""
+    email_verified: bool = False
+    password_hash: str | None = None
+    password_change_required: bool = False
+
+
+class UserChange(msgspec.Struct, frozen=True):
+    """A committed command: its details and the outbox rows to publish."""
+
+    details: Details
+    outbox: list[OutboxRow]
+
+
+# --- reads ------------------------------------------------------------------------------------
+
+_COLUMNS = """
+u.id, u.org_id, o.domain AS org_domain, u.kind, u.role, u.username, u.given_name,
+u.family_name, u.display_name, u.email, u.email_verified, u.state, u.password_hash,
+u.password_change_required, u.password_changed_at, u.failed_password_attempts, u.sequence,
+u.created_at, u.updated_at, p.settings AS policy_overrides
+"""
+# The organization's policy overrides come with the user: a change needs both, in one read.
+_FROM = """
+users u JOIN organizations o ON o.id = u.org_id LEFT JOIN policies p ON p.org_id = u.org_id
+"""
+_GET_BY_ID = f"""
+SELECT {_COLUMNS} FROM {_FROM}
+WHERE u.id = $1 AND u.deleted_at IS NULL
+"""
+# A login name is "username@org-domain" (unique) or a bare username (unique per organization;
+# ambiguous across organizations, so then it must be qualified).
+_GET_BY_LOGIN_NAME = f"""
+SELECT {_COLUMNS} FROM {_FROM}
+WHERE u.deleted_at IS NULL AND (
+    (lower(u.username) = lower($1))
+    OR (lower(u.username) || '@' || o.domain = lower($1)))
+LIMIT 2
+"""
+_FIND_MACHINE_USER = """
+SELECT id FROM users
+WHERE org_id = $1 AND kind = 'machine' AND role = $2 AND username = $3 AND deleted_at IS NULL
+"""
+_RECENT_HASHES = """
+SELECT password_hash FROM password_history WHERE user_id = $1 ORDER BY sequence DESC LIMIT $2
+"""
+
+
+def _user(row: Any) -> User:
+    return User(**dict(row))
+
+
+async def get(db: Pool | Connection, user_id: str) -> User:
+    row = await db.fetchrow(_GET_BY_ID, user_id)
+    if row is None:
+        raise UserNotFound()
+    return _user(row)
+
+
+async def find_by_login_name(db: Pool | Connection, login_name: str) -> User:
+    rows = await db.fetch(_GET_BY_LOGIN_NAME, login_name)
+    if len(rows) != 1:
+        raise UserNotFound()
+    return _user(rows[0])
+
+
+async def find_machine_user(
+    db: Pool | Connection, *, org_id: str, role: str, username: str
+) -> str | None:
+    user_id: str | None = await db.fetchval(_FIND_MACHINE_USER, org_id, role, username)
+    return user_id
+
+
+async def recent_password_hashes(db: Pool | Connection, user_id: str, limit: int) -> list[str]:
+    """The user's last ``limit`` password hashes, newest first (the current one included)."""
+    return [r["password_hash"] for r in await db.fetch(_RECENT_HASHES, user_id, limit)]
+
+
+# --- creation ---------------------------------------------------------------------------------
+
+
+def _insert(event_type: str) -> str:
+    ev = events.append(
+        "u",
+        aggregate_type=events.USER,
+        event_type=event_type,
+        payload="$2::jsonb",
+        creator="$3::text",
+    )
+    return f"""
+WITH org AS (
+    SELECT id, clock_timestamp() AS ts FROM organizations WHERE id = $1::jsonb->>'org_id'
+), u AS (
+    INSERT INTO users (id, org_id, kind, role, username, given_name, family_name, display_name,
+                       email, email_verified, password_hash, password_change_required,
+                       password_changed_at, sequence, created_at, updated_at)
+    SELECT n.id, org.id, n.kind, n.role, n.username, n.given_name, n.family_name,
+           n.display_name, n.email, n.email_verified, n.password_hash,
+           n.password_change_required,
+           CASE WHEN n.password_hash IS NULL THEN NULL ELSE org.ts END, 1, org.ts, org.ts
+    FROM jsonb_populate_record(NULL::users, $1::jsonb) AS n, org
+    RETURNING id AS aggregate_id, sequence, org_id AS resource_owner, created_at, password_hash
+), {ev}, history AS (
+    INSERT INTO password_history (user_id, sequence, password_hash, created_at)
+    SELECT aggregate_id, sequence, password_hash, created_at FROM u
+    WHERE password_hash IS NOT NULL
+)
+SELECT sequence, created_at, resource_owner FROM ev
+"""
+
+
+_INSERT = {HUMAN: _insert(events.USER_ADDED), MACHINE: _insert(events.MACHINE_USER_ADDED)}
+
+
+async def insert(db: Pool | Connection, row: NewUserRow, *, creator: str) -> Details:
+    """Add a user (``user.human.added`` or ``user.machine.added``, sequence 1)."""
+    payload: dict[str, Any] = {"userName": row.username, "email": row.email}
+    if row.role:
+        payload["role"] = row.role
+    try:
+        record = await db.fetchrow(_INSERT[row.kind], row, payload, creator)
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "users_pkey":
+            raise UserIdTaken() from None
+        raise UsernameTaken() from None
+    if record is None:
+        raise OrganizationNotFound()
+    return events.details_from(record)
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+# Parameters of every command: $1 user id, $2 states the user may be in, $3 the password hash
+# the caller checked (NULL: any), $4 event payload, $5 creator, $6 and $7 the outbox rows'
+# tasks and payloads; a command's own values follow from $8.
+
+
+def _command(event_type: str, *, sets: str = "", also: str = "") -> str:
+    ev = events.append(
+        "next",
+        aggregate_type=events.USER,
+        event_type=event_type,
+        payload="$4::jsonb",
+        creator="$5::text",
+    )
+    side_effects = outbox.insert(tasks="$6::text[]", payloads="$7::text[]")
+    return f"""
+WITH target AS (
+    SELECT id, org_id, sequence FROM users
+    WHERE id = $1 AND deleted_at IS NULL AND state = ANY($2::text[])
+      AND ($3::text IS NULL OR password_hash = $3::text)
+    FOR UPDATE
+), next AS (
+    SELECT id AS aggregate_id, sequence + 1 AS sequence, org_id AS resource_owner,
+           clock_timestamp() AS created_at
+    FROM target
+), {ev}, updated AS (
+    UPDATE users u SET sequence = ev.sequence, updated_at = ev.created_at{sets}
+    FROM ev WHERE u.id = ev.aggregate_id
+), {side_effects}{also}
+SELECT ev.sequence, ev.created_at, ev.resource_owner, {outbox.INSERTED_COLUMNS}
+FROM ev
+"""
+
+
+_CHANGE_PASSWORD = _command(
+    events.PASSWORD_CHANGED,
+    sets="""
+        , password_hash = $8, password_change_required = $9,
+        password_changed_at = ev.created_at, failed_password_attempts = 0""",
+    also="""
+, history AS (
+    INSERT INTO password_history (user_id, sequence, password_hash, created_at)
+    SELECT aggregate_id, sequence, $8, created_at FROM ev
+)""",
+)
+_ADD_PASSWORD_CODE = _command(events.PASSWORD_CODE_ADDED)
+
+
+def _state_change(event_type: str) -> str:
+    removed_at = "ev.created_at" if event_type == events.USER_REMOVED else "NULL"
+    return _command(
+        event_type,
+        sets=f"""
+        , state = $8::text, deleted_at = {removed_at},
+        failed_password_attempts =
+            CASE WHEN $8::text = 'active' THEN 0 ELSE u.failed_password_attempts END""",
+    )
+
+
+_STATE_CHANGES = {
+    event_type: _state_change(event_type)
+    for event_type in (
+        events.USER_LOCKED,
+        events.USER_UNLOCKED,
+        events.USER_DEACTIVATED,
+        events.USER_REACTIVATED,
+        events.USER_REMOVED,
+    )
+}
+
+
+async def _run_command(
+    db: Pool | Connection,
+    statement: str,
+    *,
+    user_id: str,
+    states: Sequence[str],
+    expected_hash: str | None = None,
+    payload: dict[str, Any],
+    creator: str,
+    side_effects: Sequence[NewOutboxRow] = (),
+    values: Sequence[Any] = (),
+) -> UserChange | None:
+    """Run a command; ``None`` if the user is gone or no longer in ``states`` (or its hash is
+    no longer ``expected_hash``): the caller re-reads the user to say which."""
+    record = await db.fetchrow(
+        statement,
+        user_id,
+        list(states),
+        expected_hash,
+        payload,
+        creator,
+        *outbox.arguments(side_effects),
+        *values,
+    )
+    if record is None:
+        return None
+    return UserChange(events.details_from(record), outbox.rows_from(record))
+
+
+async def change_password(
+    db: Pool | Connection,
+    *,
+    user_id: str,
+    states: Sequence[str],
+    expected_hash: str | None,
+    new_hash: str,
+    change_required: bool,
+    payload: dict[str, Any],
+    creator: str,
+    side_effects: Sequence[NewOutboxRow],
+) -> UserChange | None:
+    """``user.human.password.changed``: set the hash, record it in the history."""
+    return await _run_command(
+        db,
+        _CHANGE_PASSWORD,
+        user_id=user_id,
+        states=states,
+        expected_hash=expected_hash,
+        payload=payload,
+        creator=creator,
+        side_effects=side_effects,
+        values=(new_hash, change_required),
+    )
+
+
+async def add_password_code(
+    db: Pool | Connection,
+    *,
+    user_id: str,
+    states: Sequence[str],
+    payload: dict[str, Any],
+    creator: str,
+    side_effects: Sequence[NewOutboxRow],
+) -> UserChange | None:
+    """``user.human.password.code.added`` (the code itself lives in Redis)."""
+    return await _run_command(
+        db,
+        _ADD_PASSWORD_CODE,
+        user_id=user_id,
+        states=states,
+        payload=payload,
+        creator=creator,
+        side_effects=side_effects,
+    )
+
+
+async def change_state(
+    db: Pool | Connection,
+    *,
+    user_id: str,
+    states: Sequence[str],
+    to_state: str,
+    event_type: str,
+    creator: str,
+) -> Details | None:
+    """Lock, unlock, deactivate, reactivate or remove (``event_type`` says which)."""
+    change = await _run_command(
+        db,
+        _STATE_CHANGES[event_type],
+        user_id=user_id,
+        states=states,
+        payload={},
+        creator=creator,
+        values=(to_state,),
+    )
+    return change.details if change else None
+
+
+# --- bookkeeping without an event (not a state change of the contract) -----------------------
+
+_COUNT_FAILED_PASSWORD = """
+UPDATE users SET failed_password_attempts = failed_password_attempts + 1
+WHERE id = $1 AND deleted_at IS NULL
+RETURNING failed_password_attempts, state
+"""
+_RESET_FAILED_PASSWORDS = """
+UPDATE users SET failed_password_attempts = 0 WHERE id = $1 AND failed_password_attempts <> 0
+"""
+_REPLACE_HASH = "UPDATE users SET password_hash = $2 WHERE id = $1 AND password_hash = $3"
+
+
+async def count_failed_password(db: Pool | Connection, user_id: str) -> tuple[int, str] | None:
+    """Count one wrong password; the new count and the user's state (None: user gone)."""
+    row = await db.fetchrow(_COUNT_FAILED_PASSWORD, user_id)
+    return (row["failed_password_attempts"], row["state"]) if row else None
+
+
+async def reset_failed_passwords(db: Pool | Connection, user_id: str) -> None:
+    await db.execute(_RESET_FAILED_PASSWORDS, user_id)
+
+
+async def replace_hash(
+    db: Pool | Connection, *, user_id: str, new_hash: str, old_hash: str
+) -> None:
+    """Re-hash to current parameters after a successful check (no event: same password)."""
+    await db.execute(_REPLACE_HASH, user_id, new_hash, old_hash)
