@@ -10,7 +10,7 @@ from api.domain.context import Context
 from api.domain.policies import effective_policy
 from api.errors import PasswordInvalid, PasswordNotSet, UserLocked, UserNotActive, UserNotFound
 from api.repositories import events, ratelimit, users
-from api.repositories.users import ACTIVE, HUMAN, LOCKED, User
+from api.repositories.users import ACTIVE, HUMAN, LOCKED, Command, User
 
 
 def require_human(user: User) -> User:
@@ -47,14 +47,8 @@ async def verify_password(
     if counted is not None and policy.max_password_attempts > 0:
         attempts, state = counted
         if state == ACTIVE and attempts >= policy.max_password_attempts:
-            await users.change_state(
-                ctx.pool,
-                user_id=user.id,
-                states=[ACTIVE],
-                to_state=LOCKED,
-                event_type=events.USER_LOCKED,
-                creator="lockout",
-            )
+            lock = Command(user_id=user.id, states=[ACTIVE], creator="lockout")
+            await users.change_state(ctx.pool, lock, to_state=LOCKED, event_type=events.USER_LOCKED)
     await ratelimit.after_failed_verification(
         ctx.redis, ctx.keys, ctx.settings, client_ip=client_ip
     )

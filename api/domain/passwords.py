@@ -31,7 +31,7 @@ from api.errors import CodeInvalid, CodeNotFound, PasswordInvalid, PasswordUncha
 from api.repositories import codes, outbox, ratelimit, users
 from api.repositories.events import Details
 from api.repositories.outbox import NewOutboxRow
-from api.repositories.users import ACTIVE, INACTIVE, LOCKED, User
+from api.repositories.users import ACTIVE, INACTIVE, LOCKED, Command, User
 
 log = logging.getLogger("identity.passwords")
 
@@ -129,16 +129,16 @@ async def change_password(
         payload: dict[str, Any] = {"changeRequired": change_required, "verification": branch.value}
         if principal.session_id:
             payload["sessionId"] = principal.session_id
-        change = await users.change_password(
-            ctx.pool,
+        command = Command(
             user_id=user.id,
             states=_ALLOWED_STATES[branch],
-            expected_hash=expected_hash,
-            new_hash=new_hash,
-            change_required=change_required,
-            payload=payload,
             creator=principal.user_id,
+            payload=payload,
+            expected_hash=expected_hash,
             side_effects=side_effects,
+        )
+        change = await users.change_password(
+            ctx.pool, command, new_hash=new_hash, change_required=change_required
         )
         if change is None:
             await _explain_lost_race(ctx=ctx, user=user, branch=branch, expected_hash=expected_hash)
@@ -219,14 +219,14 @@ async def request_password_reset(
         )
         payload["urlTemplate"] = template
     try:
-        change = await users.add_password_code(
-            ctx.pool,
+        command = Command(
             user_id=user.id,
             states=_RESET_STATES,
-            payload=payload,
             creator=principal.user_id,
+            payload=payload,
             side_effects=side_effects,
         )
+        change = await users.add_password_code(ctx.pool, command)
     except BaseException:
         # No event, no e-mail, no answer: the code must not stay usable either.
         with contextlib.suppress(Exception):

@@ -21,7 +21,16 @@ from api.hashing import is_supported_hash
 from api.ids import new_id
 from api.repositories import events, users
 from api.repositories.events import Details
-from api.repositories.users import ACTIVE, HUMAN, INACTIVE, LOCKED, MACHINE, NewUserRow, User
+from api.repositories.users import (
+    ACTIVE,
+    HUMAN,
+    INACTIVE,
+    LOCKED,
+    MACHINE,
+    Command,
+    NewUserRow,
+    User,
+)
 
 WIRE_STATES = {
     ACTIVE: "USER_STATE_ACTIVE",
@@ -133,13 +142,9 @@ async def change_state(*, ctx: Context, principal: Principal, user_id: str, acti
         require_write(principal, user.org_id)
         if user.state not in from_states:
             _refuse_transition(action, user.state)
+        command = Command(user_id=user_id, states=from_states, creator=principal.user_id)
         details = await users.change_state(
-            ctx.pool,
-            user_id=user_id,
-            states=from_states,
-            to_state=to_state,
-            event_type=event_type,
-            creator=principal.user_id,
+            ctx.pool, command, to_state=to_state, event_type=event_type
         )
         if details is not None:
             if action != "lock":

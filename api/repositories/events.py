@@ -3,10 +3,9 @@ statement fragment that appends events.
 
 Every state change of an aggregate appends exactly one event with ``sequence`` = previous + 1
 in the same statement that changes the aggregate's row. That statement is built by the
-repository owning the row from ``append``: the row's own CTE selects the new event's
-``aggregate_id, sequence, resource_owner, created_at``; ``append`` turns each of its rows
-into one event, so no other module writes to ``events``. Payloads never hold a password,
-hash, code or token.
+repository owning the row with ``append``: the row's own CTE selects the new event's
+``EVENT_COLUMNS``; ``append`` turns each of its rows into one event, so no other module
+writes to ``events``. Payloads never hold a password, hash, code or token.
 """
 
 from __future__ import annotations
@@ -42,6 +41,8 @@ NOTIFICATION = "notification"
 PASSWORD_CODE_SENT = "user.human.password.code.sent"
 PASSWORD_CHANGE_SENT = "user.human.password.change.sent"
 
+# What the source of ``append`` selects for each event (payload jsonb, creator text).
+EVENT_COLUMNS = "aggregate_id, sequence, resource_owner, created_at, payload, creator"
 # What ``append`` returns for each event; a statement ends with ``SELECT ... FROM ev``.
 APPENDED_COLUMNS = "aggregate_id, sequence, created_at, resource_owner"
 
@@ -55,29 +56,20 @@ def _literal(name: str) -> str:
     return f"'{name}'"
 
 
-def append(
-    source: str,
-    *,
-    aggregate_type: str,
-    event_type: str,
-    payload: str,
-    creator: str,
-    once: bool = False,
-) -> str:
-    """The CTE ``ev`` that appends one event for each row of the CTE ``source``.
+def append(source: str, aggregate_type: str, event_type: str, *, once: bool = False) -> str:
+    """The CTE ``ev`` that appends one event of ``event_type`` for each row of the CTE
+    ``source`` (which selects ``EVENT_COLUMNS``); ``ev`` returns ``APPENDED_COLUMNS``.
 
-    ``source`` yields ``aggregate_id, sequence, resource_owner, created_at``; ``payload``
-    (jsonb) and ``creator`` (text) are SQL expressions over it and the statement's
-    parameters; ``aggregate_type`` and ``event_type`` are this module's constants. ``once``:
-    a second append of the same (aggregate, sequence) is silently skipped (a task run twice),
-    instead of failing on the primary key. ``ev`` returns ``APPENDED_COLUMNS``.
+    ``aggregate_type`` and ``event_type`` are this module's constants. ``once``: a second
+    append of the same (aggregate, sequence) is skipped (a task run twice) instead of failing
+    on the primary key.
     """
     conflict = "ON CONFLICT (aggregate_id, sequence) DO NOTHING" if once else ""
     return f"""ev AS (
     INSERT INTO events (aggregate_id, sequence, aggregate_type, event_type, payload, creator,
                         resource_owner, created_at)
     SELECT aggregate_id, sequence, {_literal(aggregate_type)}, {_literal(event_type)},
-           {payload}, {creator}, resource_owner, created_at
+           payload, creator, resource_owner, created_at
     FROM {source}
     {conflict}
     RETURNING {APPENDED_COLUMNS}
@@ -103,19 +95,12 @@ def details_from(row: Any) -> Details:
 # of the same task cannot record it twice.
 _NOTIFICATION = """
 SELECT $1::text AS aggregate_id, 1 AS sequence, $4::text AS resource_owner,
-       clock_timestamp() AS created_at
+       clock_timestamp() AS created_at, $2::jsonb AS payload, $3::text AS creator
 """
 
 
 def _record_notification(event_type: str) -> str:
-    ev = append(
-        "n",
-        aggregate_type=NOTIFICATION,
-        event_type=event_type,
-        payload="$2::jsonb",
-        creator="$3",
-        once=True,
-    )
+    ev = append("n", NOTIFICATION, event_type, once=True)
     return f"WITH n AS ({_NOTIFICATION}), {ev}\nSELECT 1 FROM ev"
 
 

@@ -15,18 +15,12 @@ class Organization(msgspec.Struct, frozen=True):
     is_default: bool
 
 
-_ADDED = events.append(
-    "org",
-    aggregate_type=events.ORG,
-    event_type=events.ORG_ADDED,
-    payload="jsonb_build_object('name', $2::text)",
-    creator="$5::text",
-)
 _INSERT = f"""
 WITH org AS (
     INSERT INTO organizations (id, name, domain, is_default) VALUES ($1, $2, $3, $4)
-    RETURNING id AS aggregate_id, 1 AS sequence, id AS resource_owner, created_at
-), {_ADDED}
+    RETURNING id AS aggregate_id, 1 AS sequence, id AS resource_owner, created_at,
+              jsonb_build_object('name', name) AS payload, $5::text AS creator
+), {events.append("org", events.ORG, events.ORG_ADDED)}
 SELECT sequence FROM ev
 """
 _GET = "SELECT id, name, domain, is_default FROM organizations WHERE id = $1"

@@ -36,19 +36,13 @@ class Terminated(msgspec.Struct, frozen=True):
     token_digest: bytes
 
 
-_ADDED = events.append(
-    "s",
-    aggregate_type=events.SESSION,
-    event_type=events.SESSION_ADDED,
-    payload="jsonb_build_object('userId', $2::text)",
-    creator="$2::text",
-)
 _INSERT = f"""
 WITH s AS (
     INSERT INTO sessions (id, user_id, token_hash, sequence)
     VALUES ($1, $2, $3, 1)
-    RETURNING id AS aggregate_id, sequence, $4::text AS resource_owner, created_at
-), {_ADDED}
+    RETURNING id AS aggregate_id, sequence, $4::text AS resource_owner, created_at,
+              jsonb_build_object('userId', user_id) AS payload, user_id AS creator
+), {events.append("s", events.SESSION, events.SESSION_ADDED)}
 SELECT sequence, created_at, resource_owner FROM ev
 """
 
@@ -62,21 +56,15 @@ WHERE s.id = $1 AND s.revoked_at IS NULL AND u.deleted_at IS NULL
 
 # Ends sessions in one statement: revoke each, append one event each, return the token
 # digests whose cache entries must go.
-_TERMINATED = events.append(
-    "gone",
-    aggregate_type=events.SESSION,
-    event_type=events.SESSION_TERMINATED,
-    payload="$2::jsonb",
-    creator="$3::text",
-)
 _TERMINATE = f"""
 WITH gone AS (
     UPDATE sessions s SET revoked_at = clock_timestamp(), sequence = s.sequence + 1
     FROM users u
     WHERE u.id = s.user_id AND s.revoked_at IS NULL AND s.id = ANY($1::text[])
     RETURNING s.id AS aggregate_id, s.sequence, u.org_id AS resource_owner,
-              s.revoked_at AS created_at, s.token_hash
-), {_TERMINATED}
+              s.revoked_at AS created_at, $2::jsonb AS payload, $3::text AS creator,
+              s.token_hash
+), {events.append("gone", events.SESSION, events.SESSION_TERMINATED)}
 SELECT aggregate_id, sequence, created_at, resource_owner, token_hash FROM gone
 ORDER BY aggregate_id
 """

@@ -150,13 +150,6 @@ async def recent_password_hashes(db: Pool | Connection, user_id: str, limit: int
 
 
 def _insert(event_type: str) -> str:
-    ev = events.append(
-        "u",
-        aggregate_type=events.USER,
-        event_type=event_type,
-        payload="$2::jsonb",
-        creator="$3::text",
-    )
     return f"""
 WITH org AS (
     SELECT id, clock_timestamp() AS ts FROM organizations WHERE id = $1::jsonb->>'org_id'
@@ -169,8 +162,9 @@ WITH org AS (
            n.password_change_required,
            CASE WHEN n.password_hash IS NULL THEN NULL ELSE org.ts END, 1, org.ts, org.ts
     FROM jsonb_populate_record(NULL::users, $1::jsonb) AS n, org
-    RETURNING id AS aggregate_id, sequence, org_id AS resource_owner, created_at, password_hash
-), {ev}, history AS (
+    RETURNING id AS aggregate_id, sequence, org_id AS resource_owner, created_at,
+              $2::jsonb AS payload, $3::text AS creator, password_hash
+), {events.append("u", events.USER, event_type)}, history AS (
     INSERT INTO password_history (user_id, sequence, password_hash, created_at)
     SELECT aggregate_id, sequence, password_hash, created_at FROM u
     WHERE password_hash IS NOT NULL
@@ -200,19 +194,23 @@ async def insert(db: Pool | Connection, row: NewUserRow, *, creator: str) -> Det
 
 # --- commands ---------------------------------------------------------------------------------
 
-# Parameters of every command: $1 user id, $2 states the user may be in, $3 the password hash
-# the caller checked (NULL: any), $4 event payload, $5 creator, $6 and $7 the outbox rows'
-# tasks and payloads; a command's own values follow from $8.
+
+class Command(msgspec.Struct, frozen=True, kw_only=True):
+    """Who changes which user, provided it is in one of ``states`` (and, when given, its
+    password hash is still ``expected_hash``), with what event payload and side effects."""
+
+    user_id: str
+    states: Sequence[str]
+    creator: str
+    payload: dict[str, Any] = {}
+    expected_hash: str | None = None
+    side_effects: Sequence[NewOutboxRow] = ()
 
 
+# Parameters of every command's statement: $1 user id, $2 states, $3 expected hash (NULL: any),
+# $4 event payload, $5 creator, $6 and $7 the outbox rows' tasks and payloads; the command's
+# own values follow from $8.
 def _command(event_type: str, *, sets: str = "", also: str = "") -> str:
-    ev = events.append(
-        "next",
-        aggregate_type=events.USER,
-        event_type=event_type,
-        payload="$4::jsonb",
-        creator="$5::text",
-    )
     side_effects = outbox.insert(tasks="$6::text[]", payloads="$7::text[]")
     return f"""
 WITH target AS (
@@ -222,9 +220,9 @@ WITH target AS (
     FOR UPDATE
 ), next AS (
     SELECT id AS aggregate_id, sequence + 1 AS sequence, org_id AS resource_owner,
-           clock_timestamp() AS created_at
+           clock_timestamp() AS created_at, $4::jsonb AS payload, $5::text AS creator
     FROM target
-), {ev}, updated AS (
+), {events.append("next", events.USER, event_type)}, updated AS (
     UPDATE users u SET sequence = ev.sequence, updated_at = ev.created_at{sets}
     FROM ev WHERE u.id = ev.aggregate_id
 ), {side_effects}{also}
@@ -270,28 +268,19 @@ _STATE_CHANGES = {
 }
 
 
-async def _run_command(
-    db: Pool | Connection,
-    statement: str,
-    *,
-    user_id: str,
-    states: Sequence[str],
-    expected_hash: str | None = None,
-    payload: dict[str, Any],
-    creator: str,
-    side_effects: Sequence[NewOutboxRow] = (),
-    values: Sequence[Any] = (),
+async def _run(
+    db: Pool | Connection, statement: str, command: Command, *values: Any
 ) -> UserChange | None:
-    """Run a command; ``None`` if the user is gone or no longer in ``states`` (or its hash is
-    no longer ``expected_hash``): the caller re-reads the user to say which."""
+    """Run a command; ``None`` if the user is gone or no longer in ``command.states`` (or its
+    hash is no longer ``expected_hash``): the caller re-reads the user to say which."""
     record = await db.fetchrow(
         statement,
-        user_id,
-        list(states),
-        expected_hash,
-        payload,
-        creator,
-        *outbox.arguments(side_effects),
+        command.user_id,
+        list(command.states),
+        command.expected_hash,
+        command.payload,
+        command.creator,
+        *outbox.arguments(command.side_effects),
         *values,
     )
     if record is None:
@@ -300,71 +289,22 @@ async def _run_command(
 
 
 async def change_password(
-    db: Pool | Connection,
-    *,
-    user_id: str,
-    states: Sequence[str],
-    expected_hash: str | None,
-    new_hash: str,
-    change_required: bool,
-    payload: dict[str, Any],
-    creator: str,
-    side_effects: Sequence[NewOutboxRow],
+    db: Pool | Connection, command: Command, *, new_hash: str, change_required: bool
 ) -> UserChange | None:
     """``user.human.password.changed``: set the hash, record it in the history."""
-    return await _run_command(
-        db,
-        _CHANGE_PASSWORD,
-        user_id=user_id,
-        states=states,
-        expected_hash=expected_hash,
-        payload=payload,
-        creator=creator,
-        side_effects=side_effects,
-        values=(new_hash, change_required),
-    )
+    return await _run(db, _CHANGE_PASSWORD, command, new_hash, change_required)
 
 
-async def add_password_code(
-    db: Pool | Connection,
-    *,
-    user_id: str,
-    states: Sequence[str],
-    payload: dict[str, Any],
-    creator: str,
-    side_effects: Sequence[NewOutboxRow],
-) -> UserChange | None:
+async def add_password_code(db: Pool | Connection, command: Command) -> UserChange | None:
     """``user.human.password.code.added`` (the code itself lives in Redis)."""
-    return await _run_command(
-        db,
-        _ADD_PASSWORD_CODE,
-        user_id=user_id,
-        states=states,
-        payload=payload,
-        creator=creator,
-        side_effects=side_effects,
-    )
+    return await _run(db, _ADD_PASSWORD_CODE, command)
 
 
 async def change_state(
-    db: Pool | Connection,
-    *,
-    user_id: str,
-    states: Sequence[str],
-    to_state: str,
-    event_type: str,
-    creator: str,
+    db: Pool | Connection, command: Command, *, to_state: str, event_type: str
 ) -> Details | None:
     """Lock, unlock, deactivate, reactivate or remove (``event_type`` says which)."""
-    change = await _run_command(
-        db,
-        _STATE_CHANGES[event_type],
-        user_id=user_id,
-        states=states,
-        payload={},
-        creator=creator,
-        values=(to_state,),
-    )
+    change = await _run(db, _STATE_CHANGES[event_type], command, to_state)
     return change.details if change else None
 
 
