@@ -120,7 +120,6 @@ _TRANSITIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "reactivate": ((INACTIVE,), ACTIVE, events.USER_REACTIVATED),
     "remove": ((ACTIVE, LOCKED, INACTIVE), INACTIVE, events.USER_REMOVED),
 }
-ACTIONS = tuple(_TRANSITIONS)
 
 
 def _refuse_transition(action: str, state: str) -> None:

@@ -4,8 +4,9 @@ statement fragment that appends events.
 Every state change of an aggregate appends exactly one event with ``sequence`` = previous + 1
 in the same statement that changes the aggregate's row. That statement is built by the
 repository owning the row with ``append``: the row's own CTE selects the new event's
-``EVENT_COLUMNS``; ``append`` turns each of its rows into one event, so no other module
-writes to ``events``. Payloads never hold a password, hash, code or token.
+``aggregate_id, sequence, resource_owner, created_at, payload, creator``; ``append`` turns
+each of its rows into one event, so no other module writes to ``events``. Payloads never
+hold a password, hash, code or token.
 """
 
 from __future__ import annotations
@@ -41,8 +42,6 @@ NOTIFICATION = "notification"
 PASSWORD_CODE_SENT = "user.human.password.code.sent"
 PASSWORD_CHANGE_SENT = "user.human.password.change.sent"
 
-# What the source of ``append`` selects for each event (payload jsonb, creator text).
-EVENT_COLUMNS = "aggregate_id, sequence, resource_owner, created_at, payload, creator"
 # What ``append`` returns for each event; a statement ends with ``SELECT ... FROM ev``.
 APPENDED_COLUMNS = "aggregate_id, sequence, created_at, resource_owner"
 
@@ -58,7 +57,8 @@ def _literal(name: str) -> str:
 
 def append(source: str, aggregate_type: str, event_type: str, *, once: bool = False) -> str:
     """The CTE ``ev`` that appends one event of ``event_type`` for each row of the CTE
-    ``source`` (which selects ``EVENT_COLUMNS``); ``ev`` returns ``APPENDED_COLUMNS``.
+    ``source`` (which selects ``aggregate_id, sequence, resource_owner, created_at, payload``
+    (jsonb) and ``creator`` (text)); ``ev`` returns ``APPENDED_COLUMNS``.
 
     ``aggregate_type`` and ``event_type`` are this module's constants. ``once``: a second
     append of the same (aggregate, sequence) is skipped (a task run twice) instead of failing

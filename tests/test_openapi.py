@@ -1,0 +1,89 @@
+"""The OpenAPI document is generated from the typed handlers: each body's schema is the struct
+the handler decodes, each success response the struct it returns, each error the contract's
+error body. There is no second table of routes to keep in step."""
+
+from __future__ import annotations
+
+import typing
+from typing import Any
+
+import pytest
+
+from api.http import wire
+from api.http.routes import ROUTES
+from tests.support import World
+
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _struct_of(annotation: Any) -> type[Any] | None:
+    """The wire struct in ``JSONBody[X]`` (an ``Annotated``), or the return type itself."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, wire.WireIn | wire.WireOut):
+            return candidate
+    return None
+
+
+@pytest.fixture
+async def document(world: World) -> dict[str, Any]:
+    response = await world.client.get("/schema/openapi.json")
+    assert response.status_code == 200
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _operations() -> list[Any]:
+    found = []
+    for handler in ROUTES:
+        hints = typing.get_type_hints(handler.fn, include_extras=True)
+        for path in handler.paths:
+            for method in handler.http_methods:
+                found.append(
+                    pytest.param(
+                        path.replace(":str", ""),
+                        method.lower(),
+                        _struct_of(hints.get("data")),
+                        _struct_of(hints.get("return")),
+                        handler.status_code,
+                        id=f"{method} {path}",
+                    )
+                )
+    return found
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "request_struct", "response_struct", "status"), _operations()
+)
+async def test_each_operation_is_described_by_its_handler(
+    document: dict[str, Any],
+    path: str,
+    method: str,
+    request_struct: type[Any] | None,
+    response_struct: type[Any] | None,
+    status: int,
+) -> None:
+    operation = document["paths"][path][method]
+    if request_struct is None:
+        assert "requestBody" not in operation
+    else:
+        assert operation["requestBody"]["content"][JSON]["schema"] == _ref(request_struct.__name__)
+    if response_struct is not None:
+        success = operation["responses"][str(status)]
+        assert success["content"][JSON]["schema"] == _ref(response_struct.__name__)
+        assert response_struct.__name__ in document["components"]["schemas"]
+    if path.startswith("/v2/"):
+        for code in ("400", "404", "503"):
+            assert operation["responses"][code]["content"][JSON]["schema"] == _ref("ErrorBody")
+
+
+async def test_request_schemas_carry_the_wire_names_and_limits(document: dict[str, Any]) -> None:
+    schema = document["components"]["schemas"]["SetPasswordRequest"]
+    assert schema["required"] == ["newPassword"]
+    assert schema["properties"]["newPassword"] == _ref("PasswordIn")
+    assert schema["properties"]["verificationCode"]["maxLength"] == 20
+    password = document["components"]["schemas"]["PasswordIn"]["properties"]["password"]
+    assert (password["minLength"], password["maxLength"]) == (1, 200)
