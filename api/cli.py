@@ -21,6 +21,7 @@ from api.domain.auth import ROLES
 from api.domain.context import Context, context
 from api.errors import OrganizationNotFound, ServiceError
 from api.migrate import MigrationError, ensure_database, migrate
+from api.serve import SERVERS, serve
 from api.settings import Settings, get_settings
 
 Command = Callable[[Context, argparse.Namespace], Coroutine[Any, Any, None]]
@@ -68,27 +69,13 @@ async def _with_context(settings: Settings, command: Command, args: argparse.Nam
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
-    import os
-
-    import uvicorn
-
-    if args.workers > 1 and settings.hash_workers == 0:
-        # Each server process has its own hash pool: share the cores between them rather
-        # than run processes times cores hashing threads that only contend.
-        cores = os.cpu_count() or 1
-        os.environ["IDENTITY_HASH_WORKERS"] = str(max(1, cores // args.workers))
-
-    uvicorn.run(
-        "api.main:create_app",
-        factory=True,
+    serve(
+        settings,
         host=args.host,
         port=args.port,
         workers=args.workers,
-        log_level=settings.log_level.lower(),
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        timeout_graceful_shutdown=10,
+        server=args.server,
+        grpc_port=args.grpc_port,
     )
 
 
@@ -120,10 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
     set_.add_argument("--org", required=True)
     set_.add_argument("pairs", nargs="+", metavar="KEY=VALUE")
 
-    serve = sub.add_parser("serve", help="run the HTTP API")
+    serve = sub.add_parser("serve", help="run the API: REST, Connect, gRPC-Web and gRPC")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--server", choices=SERVERS, default=SERVERS[0])
+    serve.add_argument(
+        "--grpc-port",
+        type=int,
+        default=0,
+        help="with --server uvicorn (HTTP/1.1 only): serve native gRPC on this port (0: none)",
+    )
     return parser
 
 

@@ -9,7 +9,14 @@ missing header) carry the plain message and no details.
 
 from __future__ import annotations
 
+import logging
+import traceback
 from typing import ClassVar
+
+import asyncpg
+import redis.exceptions
+
+log = logging.getLogger("identity.errors")
 
 
 class ServiceError(Exception):
@@ -221,3 +228,35 @@ class StoreUnavailable(Unavailable):
 
 class InternalError(Internal):
     error_id, default_message = "SERVER-Int3r", "Internal error"
+
+
+# --- anything else --------------------------------------------------------------------------
+
+# Postgres or Redis out of reach: a 503 / UNAVAILABLE the client may retry, never a 500.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, timeouts (TimeoutError is an OSError)
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.exceptions.OperatorInterventionError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+
+def as_service_error(exc: BaseException) -> ServiceError:
+    """The contract's error for any exception a transport catches.
+
+    A store out of reach is ``StoreUnavailable``; anything unexpected is logged by type and
+    stack frames only (an exception's text may carry a parameter value) and answered as a
+    bare ``InternalError``.
+    """
+    if isinstance(exc, ServiceError):
+        return exc
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        log.warning("store unavailable: %s", type(exc).__name__)
+        return StoreUnavailable(retry_after=1)
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("unexpected %s\n%s", type(exc).__name__, frames)
+    return InternalError()

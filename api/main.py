@@ -1,19 +1,49 @@
-"""The API server's entry point: the HTTP app, publishing to Celery.
+"""The server's entry point: one ASGI application on one port.
 
-``identity serve`` runs ``api.main:create_app`` under uvicorn (one call per server process).
-This is the one place where the app and the Celery publisher meet: the app itself only
-knows it is handed a publisher.
+Paths of ZITADEL's RPC services (``/zitadel.user.v2.UserService/SetPassword`` and the like)
+go to the RPC transport (Connect, gRPC-Web, gRPC); everything else to the HTTP app
+(REST/JSON, OpenAPI, health, metrics), whose lifespan opens the domain context both use.
+This is also the one place where the app and the Celery publisher meet: the transports are
+handed a publisher, they do not import one.
 """
 
 from __future__ import annotations
 
-from litestar import Litestar
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Receive, Scope, Send
 
+from api.domain.context import Context
+from api.domain.outbox import Publish
 from api.http.app import create_app as create_http_app
-from api.settings import get_settings
+from api.rpc.app import rpc_app, with_cors
+from api.settings import Settings, get_settings
 from workers.celery_app import celery_publisher
 
 
-def create_app() -> Litestar:
+def compose(settings: Settings, *, publisher: Publish | None) -> ASGIApp:
+    """The HTTP app and the RPC services behind one ASGI callable."""
+    http = create_http_app(settings, publisher=publisher)
+
+    def contexts() -> Context:
+        ctx: Context = http.state.ctx
+        return ctx
+
+    services = rpc_app(contexts, max_body_bytes=settings.max_body_bytes)
+    rpc = {prefix: with_cors(app, settings.cors_origins) for prefix, app in services.items()}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == ScopeType.HTTP and path.startswith("/zitadel."):
+            for prefix, service in rpc.items():
+                if path.startswith(prefix):
+                    await service(scope, receive, send)
+                    return
+        await http(scope, receive, send)
+
+    app.http = http  # type: ignore[attr-defined]  # the Litestar app (tests reach its state)
+    return app
+
+
+def create_app() -> ASGIApp:
     settings = get_settings()
-    return create_http_app(settings, publisher=celery_publisher(settings))
+    return compose(settings, publisher=celery_publisher(settings))

@@ -45,6 +45,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_timeout_s: float = 1.0
     token_cache_ttl_s: int = 300
     max_body_bytes: int = 64 * 1024
+    # Origins (comma-separated, e.g. "https://app.example.com") whose browser code may call
+    # the Connect and gRPC-Web services; none by default.
+    cors_allowed_origins: str = ""
 
     # Instance policy defaults (each organization may override them).
     policy_min_length: int = 8
@@ -96,6 +99,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             self.public_url.rstrip("/")
             + "/ui/password/reset?userID={{.UserID}}&code={{.Code}}&orgID={{.OrgID}}"
         )
+
+    @property
+    def cors_origins(self) -> tuple[str, ...]:
+        return tuple(o.strip() for o in self.cors_allowed_origins.split(",") if o.strip())
 
     @property
     def uses_dev_secret(self) -> bool:

@@ -3,6 +3,8 @@
 --   current  POST /v2/users/{id}/password  {"newPassword": ..., "currentPassword"} (2 hashes)
 --   get      GET  /v2/users/{id}                                                  (no hash)
 --   healthz  GET  /healthz                                                        (no hash)
+--   connect  POST /zitadel.user.v2.UserService/SetPassword  {"userId", "newPassword"}
+--            (Connect unary JSON, as ZITADEL's Python SDK sends it; 1 hash)
 -- BENCH_USERS_FILE holds one user ID a line; BENCH_TOKEN is a PAT with user.write.
 -- Each wrk thread takes its own slice of the users and walks it round-robin, so a user is
 -- never changed by two requests at once (the pool is much larger than the connections).
@@ -64,7 +66,10 @@ function request()
    local nxt = 3 - cur
    state[cursor] = nxt
    local body
-   if mode == "admin" then
+   if mode == "connect" then
+      body = '{"userId":"' .. id .. '","newPassword":{"password":"' .. PASSWORDS[nxt] .. '"}}'
+      return wrk.format("POST", "/zitadel.user.v2.UserService/SetPassword", headers(true), body)
+   elseif mode == "admin" then
       body = '{"newPassword":{"password":"' .. PASSWORDS[nxt] .. '"}}'
    else -- current
       body = '{"newPassword":{"password":"' .. PASSWORDS[nxt] .. '"},"currentPassword":"'

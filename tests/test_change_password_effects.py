@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from api import crypto
-from api.http.wire import timestamp
 from api.settings import Settings
+from api.wire import timestamp
 from tests.change_password_support import (
     NEW_PASSWORD,
     OTHER_PASSWORD,

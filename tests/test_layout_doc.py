@@ -31,14 +31,15 @@ def test_every_path_in_the_layout_exists() -> None:
 
 def test_every_module_is_in_the_layout() -> None:
     rows = layout_rows()
-    for package in ("api", "api/http", "api/domain", "api/repositories", "workers"):
+    packages = ("api", "api/http", "api/rpc", "api/domain", "api/repositories", "workers")
+    for package in packages:
         if package == "api":
-            entry_points = "`api/main.py`, `api/cli.py`"
-            row = rows["`api/*.py`"] + entry_points + rows[entry_points]
+            entry_points = "`api/main.py`, `api/serve.py`, `api/cli.py`"
+            row = rows["`api/*.py`"] + entry_points + rows[entry_points] + "`api/wire.py`"
         else:
             row = rows[f"`{package}/`"]
         for module in sorted((ROOT / package).glob("*.py")):
             if module.stem == "__init__":
                 continue
-            name = module.name if package == "api/http" else module.stem
+            name = module.name if package in ("api/http", "api/rpc") else module.stem
             assert f"`{name}`" in row or f"`api/{module.name}`" in row, (package, module.name)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from api.http import wire
+from api import wire
 from api.http.routes import ROUTES
 from tests.support import World
 

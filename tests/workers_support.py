@@ -261,7 +261,9 @@ class Stack:
     def start_api(self, **extra: object) -> tuple[Proc, str]:
         port = free_port()
         proc = self._start(
-            "api", [IDENTITY, "serve", "--host", "127.0.0.1", "--port", str(port)], **extra
+            "api",
+            [IDENTITY, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            **extra,
         )
         base = f"http://127.0.0.1:{port}"
 

@@ -15,7 +15,7 @@ import msgspec
 
 from api.db import Connection, Pool
 from api.domain.context import Context
-from api.errors import NoPermission, TokenInvalid
+from api.errors import AuthHeaderMissing, NoPermission, TokenInvalid
 from api.ids import new_id
 from api.repositories import tokens
 
@@ -57,6 +57,19 @@ def token_digest(secret_key: str, token: str) -> bytes:
 
 
 _principal_decoder = msgspec.json.Decoder(Principal)
+_MAX_TOKEN_LENGTH = 512
+
+
+async def authenticate(*, ctx: Context, authorization: str | None) -> Principal:
+    """The principal of an ``authorization`` header or metadata value (``Bearer <token>``):
+    401 when it is missing, not a bearer token, or not a live token."""
+    if not authorization:
+        raise AuthHeaderMissing()
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > _MAX_TOKEN_LENGTH:
+        raise TokenInvalid()
+    return await resolve_principal(ctx=ctx, token=token)
 
 
 async def resolve_principal(*, ctx: Context, token: str) -> Principal:

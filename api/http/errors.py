@@ -9,27 +9,20 @@ exception's text may carry a parameter value) and answered with a bare 500.
 
 from __future__ import annotations
 
-import logging
-import traceback
 from typing import Any
 
-import asyncpg
 import msgspec
-import redis.exceptions
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException
 
 from api.errors import (
-    InternalError,
     InvalidArgument,
     NotFound,
     RequestInvalid,
     ServiceError,
-    StoreUnavailable,
     Unauthenticated,
+    as_service_error,
 )
-
-log = logging.getLogger("identity.http")
 
 DETAIL_TYPE = "type.googleapis.com/zitadel.v1.ErrorDetail"
 
@@ -56,19 +49,6 @@ def http_status(error: ServiceError) -> int:
     return HTTP_STATUS.get(error.grpc_code, 500)
 
 
-# Postgres or Redis out of reach: a 503 the client may retry, never a 500.
-UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,  # refused, reset, timeouts (TimeoutError is an OSError)
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.exceptions.OperatorInterventionError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-)
-
-
 class ErrorDetail(msgspec.Struct):
     type: str = msgspec.field(name="@type")
     id: str = ""
@@ -86,9 +66,9 @@ def error_body(error: ServiceError) -> bytes:
     return msgspec.json.encode(ErrorBody(error.grpc_code, error.wire_message, details))
 
 
-def as_service_error(exc: BaseException) -> ServiceError:
-    if isinstance(exc, ServiceError):
-        return exc
+def http_service_error(exc: BaseException) -> ServiceError:
+    """Litestar's own exceptions (routing, body size, its validation) in the contract's
+    terms; everything else as every transport sees it."""
     if isinstance(exc, NotFoundException):
         return RouteNotFound()
     if isinstance(exc, MethodNotAllowedException):
@@ -102,12 +82,7 @@ def as_service_error(exc: BaseException) -> ServiceError:
             return MethodNotAllowed()
         if 400 <= exc.status_code < 500:
             return RequestInvalid(f"invalid request: {exc.detail}")
-    if isinstance(exc, UNAVAILABLE_ERRORS):
-        log.warning("store unavailable: %s", type(exc).__name__)
-        return StoreUnavailable(retry_after=1)
-    frames = "".join(traceback.format_tb(exc.__traceback__))
-    log.error("unexpected %s\n%s", type(exc).__name__, frames)
-    return InternalError()
+    return as_service_error(exc)
 
 
 def error_response(error: ServiceError) -> Response[bytes]:
@@ -130,4 +105,4 @@ def error_response(error: ServiceError) -> Response[bytes]:
 
 
 def handle_exception(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    return error_response(as_service_error(exc))
+    return error_response(http_service_error(exc))

@@ -13,7 +13,7 @@ from litestar.plugins import SerializationPlugin
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 from litestar.typing import FieldDefinition
 
-from api.http import wire
+from api import wire
 
 T = TypeVar("T", bound=wire.WireIn)
 

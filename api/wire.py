@@ -1,4 +1,6 @@
-"""Request and response bodies of the JSON API, and their strict decoding.
+"""The contract's messages as typed structs, and their strict decoding: every transport
+(REST bodies, the RPC layer's protobuf messages) validates requests here, so a bad request
+gets the same answer however it arrives.
 
 Inputs accept lowerCamelCase and snake_case and ignore unknown fields; types are strict (a
 number where a string belongs is a 400). Failures are reported in protoc-gen-validate's
@@ -409,6 +411,12 @@ def decode(body: bytes, struct: type[S]) -> S:
             raise RequestInvalid(f"invalid {proto}: {reason}") from None
     if not isinstance(raw, dict):
         raise RequestInvalid(f"invalid {proto}: the body must be a JSON object")
+    return convert(raw, struct)
+
+
+def convert(raw: dict[str, Any], struct: type[S]) -> S:
+    """Validate decoded values (a JSON object, or a protobuf message as a dict) strictly
+    into ``struct``, with the contract's messages; keys may be camelCase or snake_case."""
     root: type[WireIn] = struct
     try:
         normalized = _normalize_keys(raw)

@@ -1,0 +1,84 @@
+"""``identity serve``: the one ASGI application (``api.main``) under an ASGI server.
+
+Native gRPC needs HTTP/2 cleartext (h2c) and response trailers. The default,
+``uvicorn-h2`` (uvicorn with its zttp parser and HTTP/2), serves REST, Connect, gRPC-Web and
+gRPC on one port, and served REST as fast as uvicorn with httptools in bench/servers.sh
+(bench/README.md; the choice is in docs/DECISIONS.md). ``--server uvicorn`` (httptools,
+HTTP/1.1 only) is the fallback should zttp, pre-1.0, misbehave: ``--grpc-port`` then serves
+native gRPC from the same application under Hypercorn in a child process. ``--server
+hypercorn`` serves all on one port, at half the REST rate.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from api.settings import Settings
+
+SERVERS = ("uvicorn-h2", "uvicorn", "hypercorn")
+APP = "api.main:create_app"
+
+
+def serve(
+    settings: Settings, *, host: str, port: int, workers: int, server: str, grpc_port: int
+) -> None:
+    if workers > 1 and settings.hash_workers == 0:
+        # Each server process has its own hash pool: share the cores between them rather
+        # than run processes times cores hashing threads that only contend.
+        cores = os.cpu_count() or 1
+        os.environ["IDENTITY_HASH_WORKERS"] = str(max(1, cores // workers))
+    grpc: subprocess.Popen[bytes] | None = None
+    if grpc_port and server == "uvicorn":
+        grpc = subprocess.Popen(  # noqa: S603 (our own command line)
+            [
+                *(sys.executable, "-m", "api.cli", "serve", "--server", "hypercorn"),
+                *("--host", host, "--port", str(grpc_port), "--grpc-port", "0"),
+            ]
+        )
+    try:
+        if server == "hypercorn":
+            _hypercorn(settings, host=host, port=port, workers=workers)
+        else:
+            _uvicorn(settings, host=host, port=port, workers=workers, h2=server == "uvicorn-h2")
+    finally:
+        if grpc is not None:
+            grpc.terminate()
+            try:
+                grpc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                grpc.kill()
+
+
+def _uvicorn(settings: Settings, *, host: str, port: int, workers: int, h2: bool) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        APP,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+        loop="uvloop",
+        http="zttp" if h2 else "httptools",
+        http2=h2,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def _hypercorn(settings: Settings, *, host: str, port: int, workers: int) -> None:
+    from hypercorn.config import Config
+    from hypercorn.run import run
+
+    config = Config()
+    config.application_path = f"{APP}()"
+    config.bind = [f"{host}:{port}"]
+    config.workers = workers
+    config.worker_class = "uvloop"
+    config.accesslog = None
+    config.loglevel = settings.log_level.upper()
+    config.graceful_timeout = 10
+    run(config)
