@@ -76,7 +76,8 @@ def _hypercorn(settings: Settings, *, host: str, port: int, workers: int) -> Non
     config = Config()
     config.application_path = f"{APP}()"
     config.bind = [f"{host}:{port}"]
-    config.workers = workers
+    # One worker runs in this process (0: no supervisor to outlive, SIGTERM stops it here).
+    config.workers = 0 if workers == 1 else workers
     config.worker_class = "uvloop"
     config.accesslog = None
     config.loglevel = settings.log_level.upper()
