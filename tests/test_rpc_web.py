@@ -286,3 +286,23 @@ async def test_cors_for_browsers_of_allowed_origins_only(server: Server) -> None
         h.strip() for h in exposed.split(",")
     }
     assert "access-control-allow-origin" not in stranger.headers
+
+
+async def test_rate_limit_is_resource_exhausted_with_retry_after(
+    world: World, server: Server
+) -> None:
+    """The per-user reset limit (5 an hour by default), as over REST: 429 with Retry-After."""
+    org_id, token = await world.admin()
+    user = await world.human(token, org_id)
+    url = f"{server.http}/zitadel.user.v2.UserService/PasswordReset"
+    headers = {"authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient() as http:
+        answers = [
+            await http.post(url, headers=headers, json={"userId": user.user_id, "returnCode": {}})
+            for _ in range(6)
+        ]
+    assert [a.status_code for a in answers] == [200] * 5 + [429]
+    limited = answers[-1]
+    assert limited.json()["code"] == "resource_exhausted"
+    assert limited.json()["message"] == "Too many requests (LIMIT-R4te1)"
+    assert int(limited.headers["retry-after"]) >= 1

@@ -64,4 +64,7 @@ class ServiceErrors:
         except ConnectError:
             raise
         except Exception as exc:
-            raise connect_error(as_service_error(exc)) from None
+            error = as_service_error(exc)
+            if error.retry_after is not None:  # 429 and 503: when to try again, as over REST
+                ctx.response_headers["retry-after"] = str(error.retry_after)
+            raise connect_error(error) from None
