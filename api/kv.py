@@ -35,6 +35,9 @@ class Keys:
     def token(self, digest_hex: str) -> str:
         return f"{self.prefix}tok:{digest_hex}"
 
+    def credentials(self, user_id: str) -> str:
+        return f"{self.prefix}cred:{{{user_id}}}"
+
     def reset_code(self, user_id: str) -> str:
         return f"{self.prefix}code:{{{user_id}}}"
 

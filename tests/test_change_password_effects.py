@@ -36,7 +36,6 @@ CHANGED = "user.human.password.changed"
 CODE_ADDED = "user.human.password.code.added"
 MAIL_CHANGED = "identity.send_password_changed_email"
 MAIL_RESET = "identity.send_password_reset_email"
-REVOKE = "identity.revoke_sessions"
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
 
@@ -110,6 +109,7 @@ async def test_password_change_required_follows_the_request(world: World, branch
 async def test_event_and_outbox_rows_of_a_change(world: World, branch: str) -> None:
     _, admin, user = await setup_user(world)
     session_id, session = await world.login(user)
+    other_id, _ = await world.login(user)
     code = None
     if branch == "admin":
         response = await change(world, admin, user.user_id, NEW_PASSWORD)
@@ -147,17 +147,30 @@ async def test_event_and_outbox_rows_of_a_change(world: World, branch: str) -> N
     assert event["payload"]["verification"] == branch
 
     rows = await _outbox(world, user.user_id, sequence)
-    assert sorted(r["task"] for r in rows) == sorted([MAIL_CHANGED, REVOKE]), rows
+    assert [r["task"] for r in rows] == [MAIL_CHANGED], rows
     for row in rows:
         assert row["processed_at"] is None  # no worker in this test: the rows wait
         assert row["created_at"] == event["created_at"]
         assert row["payload"]["userId"] == user.user_id
         text = json.dumps(row["payload"])
         assert NEW_PASSWORD not in text and stored_hash not in text
-    revoke = next(r for r in rows if r["task"] == REVOKE)
-    # The session that made the change keeps working; an admin's PAT has no session.
+    # The change ended the user's other sessions in the same statement (no task for it):
+    # one session.terminated event each, at the change's time; the session that made the
+    # change (an admin's PAT has none) is still live.
+    ended = await world.db.fetch(
+        "SELECT e.aggregate_id, e.created_at, e.payload FROM events e JOIN sessions s"
+        " ON s.id = e.aggregate_id WHERE s.user_id = $1 AND e.event_type = 'session.terminated'",
+        user.user_id,
+    )
+    live = await world.db.fetch(
+        "SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL", user.user_id
+    )
     expected_keep = session_id if branch != "admin" else None
-    assert revoke["payload"].get("exceptSessionId") == expected_keep
+    assert [r["id"] for r in live] == ([expected_keep] if expected_keep else [])
+    expected_ended = {other_id} if expected_keep else {session_id, other_id}
+    assert {r["aggregate_id"] for r in ended} == expected_ended
+    assert all(r["created_at"] == event["created_at"] for r in ended)
+    assert all(r["payload"] == {"reason": "password changed"} for r in ended)
 
 
 async def test_no_notification_row_when_the_policy_says_so(world: World) -> None:
@@ -166,12 +179,12 @@ async def test_no_notification_row_when_the_policy_says_so(world: World) -> None
     response = await change(world, admin, user.user_id, NEW_PASSWORD)
     assert response.status_code == 200, response.text
     rows = await _outbox(world, user.user_id, int(response.json()["details"]["sequence"]))
-    assert [r["task"] for r in rows] == [REVOKE]
-    # Back on: both rows again (so the single row above was the policy's doing).
+    assert rows == []
+    # Back on: the row again (so no row above was the policy's doing).
     await set_org_policy(world, org_id, notify_password_change=True)
     response = await change(world, admin, user.user_id, OTHER_PASSWORD)
     rows = await _outbox(world, user.user_id, int(response.json()["details"]["sequence"]))
-    assert sorted(r["task"] for r in rows) == sorted([MAIL_CHANGED, REVOKE])
+    assert [r["task"] for r in rows] == [MAIL_CHANGED]
 
 
 # --- reset codes ------------------------------------------------------------------------------

@@ -89,7 +89,9 @@ async def test_no_secret_in_logs_payloads_or_error_bodies(
     expect(await change(world, admin, uid, P2, code=code1.lower()), 200)
     expect(await change(world, admin, uid, P2, code=code1), 400)  # used
 
-    # Branch 2 again, the code sent as a link (read back from the outbox, as the worker does).
+    # Branch 2 again, the code sent as a link (read back from the outbox, as the worker does);
+    # the change above ended alice's sessions, so she logs in again to ask for it.
+    _, session = await world.login(alice, P2)
     response = await reset(world, session, uid, {"sendLink": {}})
     expect(response, 200)
     sequence = int(response.json()["details"]["sequence"])

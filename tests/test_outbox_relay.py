@@ -20,7 +20,11 @@ import pytest
 from api.db import Pool, create_pool, init_connection
 from api.domain.outbox import relay_due
 from api.migrate import migrate
-from api.repositories.outbox import TASK_PASSWORD_CHANGED_EMAIL, TASK_REVOKE_SESSIONS, OutboxRow
+from api.repositories.outbox import (
+    TASK_PASSWORD_CHANGED_EMAIL,
+    TASK_PASSWORD_RESET_EMAIL,
+    OutboxRow,
+)
 from api.settings import Settings
 from tests.conftest import ADMIN_URL, RUN_ID
 
@@ -107,7 +111,7 @@ async def insert_rows(db: asyncpg.Connection[Any], count: int, **columns: str) -
         f"SELECT $2, 'relay-test', g, clock_timestamp() - interval '1 minute'"
         f"{', ' + values if values else ''} FROM generate_series(1, $1) AS g RETURNING id",
         count,
-        TASK_REVOKE_SESSIONS,
+        TASK_PASSWORD_RESET_EMAIL,
     )
     return [r["id"] for r in rows]
 

@@ -25,7 +25,6 @@ from api.repositories.outbox import (
     TASK_PASSWORD_CHANGED_EMAIL,
     TASK_PASSWORD_RESET_EMAIL,
     TASK_RELAY_OUTBOX,
-    TASK_REVOKE_SESSIONS,
 )
 from workers import mail
 from workers.celery_app import publish_outbox_rows
@@ -82,10 +81,6 @@ def register(app: Celery) -> None:
     @app.task(name=TASK_PASSWORD_RESET_EMAIL, bind=True)
     def send_password_reset_email(self: Task, outbox_id: int) -> str:  # type: ignore[type-arg]
         return _run_handler(self, outbox_id, password_reset)
-
-    @app.task(name=TASK_REVOKE_SESSIONS, bind=True)
-    def revoke_sessions(self: Task, outbox_id: int) -> str:  # type: ignore[type-arg]
-        return _run_handler(self, outbox_id, notifications.revoke_other_sessions)
 
     @app.task(name=TASK_RELAY_OUTBOX, ignore_result=True)
     def relay_outbox() -> int:

@@ -1,8 +1,11 @@
 """Bearer tokens, the principal behind them, and who may act on which user.
 
 Tokens are random, shown once, stored only as HMAC-SHA256 digests keyed by the server
-secret. The principal for a digest is cached in Redis; revoking a session or deactivating or
-removing a user deletes the cache entries, so the next call is a 401.
+secret. The principal for a digest is cached in Redis, tagged with its user's credentials
+version: an entry is served only while that version is still the user's (a password change
+moves it before it commits), so a revoked session is refused from the moment the change
+answers, whatever Redis did with the entry (docs/DECISIONS.md, "Revocation"). Deactivating
+or removing a user deletes the entries of its tokens.
 """
 
 from __future__ import annotations
@@ -56,7 +59,12 @@ def token_digest(secret_key: str, token: str) -> bytes:
     return hmac.new(secret_key.encode(), b"token:" + token.encode(), hashlib.sha256).digest()
 
 
-_principal_decoder = msgspec.json.Decoder(Principal)
+class _CacheEntry(msgspec.Struct, frozen=True, array_like=True):
+    principal: Principal
+    credentials_version: int
+
+
+_entry_decoder = msgspec.json.Decoder(_CacheEntry)
 _MAX_TOKEN_LENGTH = 512
 
 
@@ -79,7 +87,10 @@ async def resolve_principal(*, ctx: Context, token: str) -> Principal:
     if cached == tokens.NEGATIVE:
         raise TokenInvalid()
     if cached is not None:
-        return _principal_decoder.decode(cached)
+        entry = _entry_decoder.decode(cached)
+        current = await tokens.credentials_version(ctx.redis, ctx.keys, entry.principal.user_id)
+        if current == entry.credentials_version:
+            return entry.principal
     row = await tokens.owner_by_digest(ctx.pool, digest)
     if row is None:
         await tokens.cache_unknown(ctx.redis, ctx.keys, digest)
@@ -87,11 +98,13 @@ async def resolve_principal(*, ctx: Context, token: str) -> Principal:
     principal = Principal(
         user_id=row["user_id"], org_id=row["org_id"], role=row["role"], session_id=row["session_id"]
     )
+    version = row["credentials_version"]
+    await tokens.remember_credentials_version(ctx.redis, ctx.keys, principal.user_id, version)
     await tokens.cache(
         ctx.redis,
         ctx.keys,
         digest,
-        msgspec.json.encode(principal),
+        msgspec.json.encode(_CacheEntry(principal, version)),
         ttl_s=ctx.settings.token_cache_ttl_s,
     )
     return principal

@@ -20,11 +20,10 @@ import msgspec
 
 from api import crypto
 from api.db import Connection
-from api.domain import sessions
 from api.domain.context import Context
 from api.domain.reset_links import render_url_template
 from api.errors import UserNotFound
-from api.repositories import events, outbox, tokens, users
+from api.repositories import events, outbox, users
 from api.repositories.outbox import OutboxItem
 from api.repositories.users import User
 
@@ -144,21 +143,3 @@ def password_reset_email(deliver: Deliver) -> Handler:
         )
 
     return handle
-
-
-async def revoke_other_sessions(
-    ctx: Context, conn: Connection, item: OutboxItem, after_commit: AfterCommit
-) -> str:
-    digests = await sessions.revoke_sessions_before(
-        ctx=ctx,
-        db=conn,
-        user_id=item.payload["userId"],
-        before=item.created_at,
-        except_session_id=item.payload.get("exceptSessionId"),
-    )
-    if digests:
-        # The cache entries were deleted inside the transaction (a Redis failure there rolls
-        # the revocation back for a retry); a request in between may have cached a principal
-        # from the not-yet-revoked row, so delete them again once the revocation is visible.
-        after_commit.append(lambda: tokens.forget(ctx.redis, ctx.keys, digests))
-    return f"revoked {len(digests)}"

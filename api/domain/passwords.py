@@ -7,8 +7,9 @@ The flow of ``change_password``, in the contract's order:
       or the reset code (one Lua call: check, count, claim)
     → policy: complexity, blocklist, history, breach → hash the new password (hash pool)
     → ONE statement (``users.change_password``): lock the user row, append the event,
-      update the row, record history, insert the outbox rows; RETURNING sequence, commit
-      time, resource owner
+      update the row and its credentials version, record history, end the user's other
+      sessions, insert the outbox rows; RETURNING sequence, commit time, resource owner;
+      the new credentials version reaches Redis before the commit
     → after commit: burn the code, publish the outbox rows, answer.
 
 A policy failure or a failed write after a successful code claim releases the claim.
@@ -28,10 +29,10 @@ from api.domain.context import Context
 from api.domain.policies import check_new_password, effective_policy
 from api.domain.reset_links import validate_url_template
 from api.errors import CodeInvalid, CodeNotFound, PasswordInvalid, PasswordUnchanged, UserNotFound
-from api.repositories import codes, outbox, ratelimit, users
+from api.repositories import codes, outbox, ratelimit, tokens, users
 from api.repositories.events import Details
 from api.repositories.outbox import NewOutboxRow
-from api.repositories.users import ACTIVE, INACTIVE, LOCKED, Command, User
+from api.repositories.users import ACTIVE, INACTIVE, LOCKED, Command, User, UserChange
 
 log = logging.getLogger("identity.passwords")
 
@@ -120,12 +121,6 @@ async def change_password(
             side_effects.append(
                 NewOutboxRow(outbox.TASK_PASSWORD_CHANGED_EMAIL, {"userId": user.id})
             )
-        side_effects.append(
-            NewOutboxRow(
-                outbox.TASK_REVOKE_SESSIONS,
-                {"userId": user.id, "exceptSessionId": principal.session_id},
-            )
-        )
         payload: dict[str, Any] = {"changeRequired": change_required, "verification": branch.value}
         if principal.session_id:
             payload["sessionId"] = principal.session_id
@@ -137,8 +132,12 @@ async def change_password(
             expected_hash=expected_hash,
             side_effects=side_effects,
         )
-        change = await users.change_password(
-            ctx.pool, command, new_hash=new_hash, change_required=change_required
+        change = await _write_change(
+            ctx=ctx,
+            command=command,
+            new_hash=new_hash,
+            change_required=change_required,
+            keep_session_id=principal.session_id,
         )
         if change is None:
             await _explain_lost_race(ctx=ctx, user=user, branch=branch, expected_hash=expected_hash)
@@ -149,11 +148,40 @@ async def change_password(
 
     try:
         await codes.burn_code(ctx.redis, ctx.keys, user_id=user.id)
+        # Dead entries now (the version already refuses them): free the memory.
+        await tokens.forget(ctx.redis, ctx.keys, change.revoked_digests)
     except Exception as exc:  # the code is void anyway: it predates the change
-        log.warning("could not delete a used reset code: %s", type(exc).__name__)
+        log.warning("could not clean up after a change: %s", type(exc).__name__)
     ctx.outbox.dispatch(change.outbox)
     metrics.PASSWORD_CHANGES.labels(branch.value).inc()
     return change.details
+
+
+async def _write_change(
+    *,
+    ctx: Context,
+    command: Command,
+    new_hash: str,
+    change_required: bool,
+    keep_session_id: str | None,
+) -> UserChange | None:
+    """The change's one statement, and the user's new credentials version in Redis before it
+    commits: once the change answers, no principal cached before it is served. If Redis
+    cannot take the version, nothing is committed (a 503, never a change whose old sessions
+    a stale cache entry could still serve)."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        change = await users.change_password(
+            conn,
+            command,
+            new_hash=new_hash,
+            change_required=change_required,
+            keep_session_id=keep_session_id,
+        )
+        if change is not None:
+            await tokens.set_credentials_version(
+                ctx.redis, ctx.keys, command.user_id, change.credentials_version
+            )
+    return change
 
 
 async def _explain_lost_race(

@@ -1,17 +1,14 @@
-"""Sessions: log in with a password check (counts toward lockout), read, terminate, and
-revoke a user's other sessions after a password change (run by a worker)."""
+"""Sessions: log in with a password check (counts toward lockout), read, terminate. (A
+password change ends the user's other sessions itself: ``users.change_password``.)"""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import msgspec
 
-from api.db import Connection, Pool
 from api.domain import credentials
 from api.domain.auth import Principal, new_token, token_digest
 from api.domain.context import Context
-from api.errors import NoPermission, SessionNotFound
+from api.errors import NoPermission, PasswordInvalid, SessionNotFound
 from api.ids import new_id
 from api.repositories import ratelimit, sessions, tokens, users
 from api.repositories.events import Details
@@ -52,6 +49,7 @@ async def create_session(
     if ctx.hasher.needs_rehash(encoded):
         new_hash = await ctx.hasher.hash(password)
         await users.replace_hash(ctx.pool, user_id=user.id, new_hash=new_hash, old_hash=encoded)
+        encoded = new_hash  # the same password, as the session below checks
 
     token = new_token()
     session_id = new_id()
@@ -59,9 +57,11 @@ async def create_session(
         ctx.pool,
         session_id=session_id,
         user_id=user.id,
-        org_id=user.org_id,
         token_digest=token_digest(ctx.settings.secret_key, token),
+        password_hash=encoded,
     )
+    if details is None:  # the password changed since it was checked
+        raise PasswordInvalid()
     return NewSession(session_id, token, details)
 
 
@@ -83,27 +83,3 @@ async def delete_session(*, ctx: Context, principal: Principal, session_id: str)
     if not ended:
         raise SessionNotFound()
     return ended[0].details
-
-
-async def revoke_sessions_before(
-    *,
-    ctx: Context,
-    user_id: str,
-    before: datetime,
-    except_session_id: str | None,
-    db: Pool | Connection | None = None,
-) -> list[bytes]:
-    """Revoke every live session of the user created before ``before``, except one; return
-    the revoked sessions' token digests (their cache entries are already deleted)."""
-    db = db or ctx.pool
-    ids = await sessions.live_before(
-        db, user_id=user_id, before=before, except_session_id=except_session_id
-    )
-    if not ids:
-        return []
-    ended = await sessions.terminate(
-        db, session_ids=ids, reason="password changed", creator="system"
-    )
-    digests = [s.token_digest for s in ended]
-    await tokens.forget(ctx.redis, ctx.keys, digests)
-    return digests

@@ -55,17 +55,19 @@ def _literal(name: str) -> str:
     return f"'{name}'"
 
 
-def append(source: str, aggregate_type: str, event_type: str, *, once: bool = False) -> str:
-    """The CTE ``ev`` that appends one event of ``event_type`` for each row of the CTE
-    ``source`` (which selects ``aggregate_id, sequence, resource_owner, created_at, payload``
-    (jsonb) and ``creator`` (text)); ``ev`` returns ``APPENDED_COLUMNS``.
+def append(
+    source: str, aggregate_type: str, event_type: str, *, once: bool = False, name: str = "ev"
+) -> str:
+    """The CTE ``name`` (``ev``) that appends one event of ``event_type`` for each row of the
+    CTE ``source`` (which selects ``aggregate_id, sequence, resource_owner, created_at,
+    payload`` (jsonb) and ``creator`` (text)); it returns ``APPENDED_COLUMNS``.
 
     ``aggregate_type`` and ``event_type`` are this module's constants. ``once``: a second
     append of the same (aggregate, sequence) is skipped (a task run twice) instead of failing
-    on the primary key.
+    on the primary key. ``name``: for a statement that appends events of two aggregates.
     """
     conflict = "ON CONFLICT (aggregate_id, sequence) DO NOTHING" if once else ""
-    return f"""ev AS (
+    return f"""{name} AS (
     INSERT INTO events (aggregate_id, sequence, aggregate_type, event_type, payload, creator,
                         resource_owner, created_at)
     SELECT aggregate_id, sequence, {_literal(aggregate_type)}, {_literal(event_type)},

@@ -19,7 +19,6 @@ from api.db import Connection, Pool
 # Task names: what an outbox row asks a worker to do.
 TASK_PASSWORD_CHANGED_EMAIL = "identity.send_password_changed_email"
 TASK_PASSWORD_RESET_EMAIL = "identity.send_password_reset_email"
-TASK_REVOKE_SESSIONS = "identity.revoke_sessions"
 TASK_RELAY_OUTBOX = "identity.relay_outbox"
 
 

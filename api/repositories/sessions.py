@@ -1,7 +1,8 @@
 """The ``sessions`` table: every SQL statement that reads or writes it.
 
 A session is an aggregate of its own (``session.added`` at sequence 1, ``session.terminated``
-next), so logging in does not move the user's sequence.
+next), so logging in does not move the user's sequence. A session carries its user's
+credentials version and is live only while that version is current.
 """
 
 from __future__ import annotations
@@ -36,12 +37,21 @@ class Terminated(msgspec.Struct, frozen=True):
     token_digest: bytes
 
 
+# A login's session, only if the password hash it checked ($4) is still the user's, at the
+# user's current credentials version: a login racing a password change either waits for the
+# change and finds the new hash (no session), or gets a session the change's new version
+# refuses. FOR SHARE makes the login wait for a change in progress.
 _INSERT = f"""
-WITH s AS (
-    INSERT INTO sessions (id, user_id, token_hash, sequence)
-    VALUES ($1, $2, $3, 1)
-    RETURNING id AS aggregate_id, sequence, $4::text AS resource_owner, created_at,
-              jsonb_build_object('userId', user_id) AS payload, user_id AS creator
+WITH u AS (
+    SELECT id, org_id, credentials_version FROM users
+    WHERE id = $2 AND password_hash = $4 AND deleted_at IS NULL
+    FOR SHARE
+), s AS (
+    INSERT INTO sessions (id, user_id, token_hash, sequence, credentials_version)
+    SELECT $1, u.id, $3, 1, u.credentials_version FROM u
+    RETURNING id AS aggregate_id, sequence, (SELECT org_id FROM u) AS resource_owner,
+              created_at, jsonb_build_object('userId', user_id) AS payload,
+              user_id AS creator
 ), {events.append("s", events.SESSION, events.SESSION_ADDED)}
 SELECT sequence, created_at, resource_owner FROM ev
 """
@@ -69,18 +79,18 @@ SELECT aggregate_id, sequence, created_at, resource_owner, token_hash FROM gone
 ORDER BY aggregate_id
 """
 
-_LIVE_BEFORE = """
-SELECT id FROM sessions
-WHERE user_id = $1 AND revoked_at IS NULL AND created_at < $2
-  AND ($3::text IS NULL OR id <> $3::text)
-"""
-
 
 async def insert(
-    db: Pool | Connection, *, session_id: str, user_id: str, org_id: str, token_digest: bytes
-) -> Details:
-    row = await db.fetchrow(_INSERT, session_id, user_id, token_digest, org_id)
-    return events.details_from(row)
+    db: Pool | Connection,
+    *,
+    session_id: str,
+    user_id: str,
+    token_digest: bytes,
+    password_hash: str,
+) -> Details | None:
+    """A new session (``session.added``); None if ``password_hash`` is no longer the user's."""
+    row = await db.fetchrow(_INSERT, session_id, user_id, token_digest, password_hash)
+    return events.details_from(row) if row else None
 
 
 async def get(db: Pool | Connection, session_id: str) -> Session | None:
@@ -94,11 +104,3 @@ async def terminate(
     """End the sessions that are still live among ``session_ids``."""
     rows = await db.fetch(_TERMINATE, list(session_ids), {"reason": reason}, creator)
     return [Terminated(r["aggregate_id"], events.details_from(r), r["token_hash"]) for r in rows]
-
-
-async def live_before(
-    db: Pool | Connection, *, user_id: str, before: datetime, except_session_id: str | None
-) -> list[str]:
-    """Ids of the user's live sessions created before ``before``, but one."""
-    rows = await db.fetch(_LIVE_BEFORE, user_id, before, except_session_id)
-    return [r["id"] for r in rows]

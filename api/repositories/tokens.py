@@ -16,13 +16,16 @@ from api.kv import Keys, Redis
 _INSERT_PAT = """
 INSERT INTO personal_access_tokens (id, user_id, token_hash) VALUES ($1, $2, $3)
 """
+# A session is live while it carries its user's credentials version (a password change moves
+# it); the version comes with the owner, to tag its cache entry.
 _OWNER_BY_DIGEST = """
-SELECT u.id AS user_id, u.org_id, u.role, s.id AS session_id
+SELECT u.id AS user_id, u.org_id, u.role, s.id AS session_id, u.credentials_version
 FROM sessions s JOIN users u ON u.id = s.user_id
 WHERE s.token_hash = $1 AND s.revoked_at IS NULL
+  AND s.credentials_version = u.credentials_version
   AND u.deleted_at IS NULL AND u.state <> 'inactive'
 UNION ALL
-SELECT u.id, u.org_id, u.role, NULL
+SELECT u.id, u.org_id, u.role, NULL, u.credentials_version
 FROM personal_access_tokens p JOIN users u ON u.id = p.user_id
 WHERE p.token_hash = $1 AND p.revoked_at IS NULL
   AND (p.expires_at IS NULL OR p.expires_at > now())
@@ -43,7 +46,8 @@ async def insert_personal_access_token(
 
 
 async def owner_by_digest(db: Pool | Connection, digest: bytes) -> Any:
-    """``user_id, org_id, role, session_id`` (None for a PAT) of a live token, or None."""
+    """``user_id, org_id, role, session_id`` (None for a PAT) and the user's
+    ``credentials_version`` of a live token, or None."""
     return await db.fetchrow(_OWNER_BY_DIGEST, digest)
 
 
@@ -52,6 +56,11 @@ async def digests_of_user(db: Pool | Connection, user_id: str) -> list[bytes]:
 
 
 # --- the cache ----------------------------------------------------------------------------
+#
+# An entry holds the principal and the credentials version of its user when it was read; it
+# is served only while Redis's ``cred:{user}`` says that version is still the user's. A
+# password change writes the new version there before it commits (see
+# ``api.domain.passwords``), so no entry read before the change can be served after it.
 
 NEGATIVE = b"-"
 _NEGATIVE_TTL_S = 30
@@ -68,6 +77,24 @@ async def cache(redis: Redis, keys: Keys, digest: bytes, value: bytes, *, ttl_s:
 
 async def cache_unknown(redis: Redis, keys: Keys, digest: bytes) -> None:
     await redis.set(keys.token(digest.hex()), NEGATIVE, ex=_NEGATIVE_TTL_S)
+
+
+async def credentials_version(redis: Redis, keys: Keys, user_id: str) -> int | None:
+    value = await redis.get(keys.credentials(user_id))
+    return int(value) if value is not None else None
+
+
+async def set_credentials_version(redis: Redis, keys: Keys, user_id: str, version: int) -> None:
+    """The user's current version: entries tagged with another are no longer served."""
+    await redis.set(keys.credentials(user_id), version)
+
+
+async def remember_credentials_version(
+    redis: Redis, keys: Keys, user_id: str, version: int
+) -> None:
+    """Record the version read from Postgres where Redis has none (never over a newer one a
+    change wrote meanwhile)."""
+    await redis.set(keys.credentials(user_id), version, nx=True)
 
 
 async def forget(redis: Redis, keys: Keys, digests: Sequence[bytes]) -> None:

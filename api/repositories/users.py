@@ -76,10 +76,13 @@ class NewUserRow(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class UserChange(msgspec.Struct, frozen=True):
-    """A committed command: its details and the outbox rows to publish."""
+    """A command's result: its details, the outbox rows to publish, and for a password change
+    the user's new credentials version and the token digests of the sessions it ended."""
 
     details: Details
     outbox: list[OutboxRow]
+    credentials_version: int = 0
+    revoked_digests: list[bytes] = []
 
 
 # --- reads ------------------------------------------------------------------------------------
@@ -210,7 +213,7 @@ class Command(msgspec.Struct, frozen=True, kw_only=True):
 # Parameters of every command's statement: $1 user id, $2 states, $3 expected hash (NULL: any),
 # $4 event payload, $5 creator, $6 and $7 the outbox rows' tasks and payloads; the command's
 # own values follow from $8.
-def _command(event_type: str, *, sets: str = "", also: str = "") -> str:
+def _command(event_type: str, *, sets: str = "", also: str = "", returns: str = "") -> str:
     side_effects = outbox.insert(tasks="$6::text[]", payloads="$7::text[]")
     return f"""
 WITH target AS (
@@ -225,22 +228,45 @@ WITH target AS (
 ), {events.append("next", events.USER, event_type)}, updated AS (
     UPDATE users u SET sequence = ev.sequence, updated_at = ev.created_at{sets}
     FROM ev WHERE u.id = ev.aggregate_id
+    RETURNING u.id, u.credentials_version
 ), {side_effects}{also}
-SELECT ev.sequence, ev.created_at, ev.resource_owner, {outbox.INSERTED_COLUMNS}
+SELECT ev.sequence, ev.created_at, ev.resource_owner, {outbox.INSERTED_COLUMNS},
+       (SELECT credentials_version FROM updated) AS credentials_version{returns}
 FROM ev
 """
 
 
+# A password change also ends the user's sessions ($10: but the one that made the change,
+# which moves to the new credentials version; a session on an older version is no longer
+# accepted, so one inserted concurrently and missed here is dead all the same).
+_ENDED_SESSIONS = events.append(
+    "ended", events.SESSION, events.SESSION_TERMINATED, name="ended_events"
+)
 _CHANGE_PASSWORD = _command(
     events.PASSWORD_CHANGED,
     sets="""
         , password_hash = $8, password_change_required = $9,
-        password_changed_at = ev.created_at, failed_password_attempts = 0""",
-    also="""
+        password_changed_at = ev.created_at, failed_password_attempts = 0,
+        credentials_version = u.credentials_version + 1""",
+    also=f"""
 , history AS (
     INSERT INTO password_history (user_id, sequence, password_hash, created_at)
     SELECT aggregate_id, sequence, $8, created_at FROM ev
-)""",
+), kept AS (
+    UPDATE sessions s SET credentials_version = updated.credentials_version
+    FROM updated
+    WHERE s.id = $10::text AND s.user_id = updated.id AND s.revoked_at IS NULL
+), ended AS (
+    UPDATE sessions s SET revoked_at = ev.created_at, sequence = s.sequence + 1
+    FROM ev
+    WHERE s.user_id = ev.aggregate_id AND s.revoked_at IS NULL
+      AND s.id IS DISTINCT FROM $10::text
+    RETURNING s.id AS aggregate_id, s.sequence, ev.resource_owner, ev.created_at,
+              '{{"reason": "password changed"}}'::jsonb AS payload, 'system'::text AS creator,
+              s.token_hash
+), {_ENDED_SESSIONS}""",
+    returns="""
+       , (SELECT coalesce(array_agg(token_hash), '{}') FROM ended) AS revoked_digests""",
 )
 _ADD_PASSWORD_CODE = _command(events.PASSWORD_CODE_ADDED)
 
@@ -285,14 +311,25 @@ async def _run(
     )
     if record is None:
         return None
-    return UserChange(events.details_from(record), outbox.rows_from(record))
+    return UserChange(
+        events.details_from(record),
+        outbox.rows_from(record),
+        record["credentials_version"],
+        list(record.get("revoked_digests") or ()),
+    )
 
 
 async def change_password(
-    db: Pool | Connection, command: Command, *, new_hash: str, change_required: bool
+    db: Pool | Connection,
+    command: Command,
+    *,
+    new_hash: str,
+    change_required: bool,
+    keep_session_id: str | None,
 ) -> UserChange | None:
-    """``user.human.password.changed``: set the hash, record it in the history."""
-    return await _run(db, _CHANGE_PASSWORD, command, new_hash, change_required)
+    """``user.human.password.changed``: set the hash, record it in the history, move the
+    credentials version and end every session of the user but ``keep_session_id``."""
+    return await _run(db, _CHANGE_PASSWORD, command, new_hash, change_required, keep_session_id)
 
 
 async def add_password_code(db: Pool | Connection, command: Command) -> UserChange | None:
