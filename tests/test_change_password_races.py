@@ -10,92 +10,24 @@ checks afterwards go through the usual in-process client on the same stores.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from api.settings import Settings
 from tests.change_password_support import STRONG_PASSWORD, logs_in, set_org_policy, setup_user
+from tests.rpc_support import serve
 from tests.support import World, assert_error, bearer
 
 TIMEOUT = httpx.Timeout(60.0)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _identity_command() -> list[str]:
-    exe = Path(sys.executable).with_name("identity")
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("identity")
-    if found:
-        return [found]
-    return [sys.executable, "-m", "api.cli"]
-
-
 @pytest.fixture(scope="module")
 def server(base_settings: Settings) -> Iterator[str]:
     """``identity serve`` in a subprocess on this run's database and Redis prefix."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "IDENTITY_DATABASE_URL": base_settings.database_url,
-        "IDENTITY_REDIS_URL": base_settings.redis_url,
-        "IDENTITY_REDIS_PREFIX": base_settings.redis_prefix,
-        "IDENTITY_BROKER_URL": "memory://",
-        "IDENTITY_SECRET_KEY": base_settings.secret_key,
-        "IDENTITY_ARGON2_TIME_COST": str(base_settings.argon2_time_cost),
-        "IDENTITY_ARGON2_MEMORY_KIB": str(base_settings.argon2_memory_kib),
-        "IDENTITY_RATE_FAILED_VERIFICATIONS_PER_IP_PER_MINUTE": "100000",
-        "IDENTITY_RATE_VERIFICATIONS_PER_USER_PER_MINUTE": "100000",
-        "IDENTITY_DB_POOL_MAX": "10",
-        "IDENTITY_LOG_LEVEL": "WARNING",
-    }
-    log = tempfile.TemporaryFile()
-    process = subprocess.Popen(
-        [*_identity_command(), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"server exited: {log.read().decode(errors='replace')}")
-            try:
-                if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not start within 30 s")
-            time.sleep(0.1)
-        yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+    for running in serve(base_settings, IDENTITY_DB_POOL_MAX="10"):
+        yield running.http
 
 
 async def _concurrently(

@@ -107,6 +107,16 @@ class _Service:
         return domain, principal
 
 
+def _state_change(action: str, request: type[Message], response: type[Message]) -> Any:
+    """``LockUser`` and its kind: the user's ID in, ``Details`` out, one ``users.change_state``."""
+    proto = request.DESCRIPTOR.name
+
+    async def method(self: UserService, message: Any, ctx: RequestContext[Any, Any]) -> Any:
+        return response(details=await self._change_state(action, proto, message.user_id, ctx))
+
+    return method
+
+
 class UserService(_Service):
     """``zitadel.user.v2.UserService``."""
 
@@ -177,39 +187,15 @@ class UserService(_Service):
         )
         return _details(details)
 
-    async def lock_user(
-        self, request: user_pb.LockUserRequest, ctx: RequestContext[Any, Any]
-    ) -> user_pb.LockUserResponse:
-        details = await self._change_state("lock", "LockUserRequest", request.user_id, ctx)
-        return user_pb.LockUserResponse(details=details)
-
-    async def unlock_user(
-        self, request: user_pb.UnlockUserRequest, ctx: RequestContext[Any, Any]
-    ) -> user_pb.UnlockUserResponse:
-        details = await self._change_state("unlock", "UnlockUserRequest", request.user_id, ctx)
-        return user_pb.UnlockUserResponse(details=details)
-
-    async def deactivate_user(
-        self, request: user_pb.DeactivateUserRequest, ctx: RequestContext[Any, Any]
-    ) -> user_pb.DeactivateUserResponse:
-        details = await self._change_state(
-            "deactivate", "DeactivateUserRequest", request.user_id, ctx
-        )
-        return user_pb.DeactivateUserResponse(details=details)
-
-    async def reactivate_user(
-        self, request: user_pb.ReactivateUserRequest, ctx: RequestContext[Any, Any]
-    ) -> user_pb.ReactivateUserResponse:
-        details = await self._change_state(
-            "reactivate", "ReactivateUserRequest", request.user_id, ctx
-        )
-        return user_pb.ReactivateUserResponse(details=details)
-
-    async def delete_user(
-        self, request: user_pb.DeleteUserRequest, ctx: RequestContext[Any, Any]
-    ) -> user_pb.DeleteUserResponse:
-        details = await self._change_state("remove", "DeleteUserRequest", request.user_id, ctx)
-        return user_pb.DeleteUserResponse(details=details)
+    lock_user = _state_change("lock", user_pb.LockUserRequest, user_pb.LockUserResponse)
+    unlock_user = _state_change("unlock", user_pb.UnlockUserRequest, user_pb.UnlockUserResponse)
+    deactivate_user = _state_change(
+        "deactivate", user_pb.DeactivateUserRequest, user_pb.DeactivateUserResponse
+    )
+    reactivate_user = _state_change(
+        "reactivate", user_pb.ReactivateUserRequest, user_pb.ReactivateUserResponse
+    )
+    delete_user = _state_change("remove", user_pb.DeleteUserRequest, user_pb.DeleteUserResponse)
 
 
 class SessionService(_Service):
