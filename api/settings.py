@@ -80,6 +80,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     broker_visibility_timeout_s: int = 900
     broker_timeout_s: float = 2.0
     task_max_retries: int = 10
+    # Attempts at delivering one e-mail the SMTP server refuses before its row is dead.
+    mail_max_attempts: int = 5
     task_retry_backoff_max_s: int = 300
     smtp_timeout_s: float = 10.0
     # A CA bundle trusted for the SMTP server's certificate, besides the system's ("" = none).

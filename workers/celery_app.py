@@ -20,7 +20,7 @@ from typing import Any
 from celery import Celery
 
 from api.domain.outbox import Publish
-from api.repositories.outbox import TASK_RELAY_OUTBOX, OutboxRow
+from api.repositories.outbox import TASK_DELIVER_EMAILS, TASK_RELAY_OUTBOX, OutboxRow
 from api.settings import Settings
 
 
@@ -82,14 +82,21 @@ def create_celery(settings: Settings) -> Celery:
     return app
 
 
+# Outbox rows per broker message: one task delivers them over one SMTP connection.
+EMAIL_BATCH = 50
+
+
 def publish_outbox_rows(app: Celery, rows: Sequence[OutboxRow]) -> None:
-    """Publish each row as a task carrying only its outbox id. Blocks: call off the loop."""
+    """Publish the rows as few ``identity.deliver_emails`` tasks, each carrying only outbox
+    ids (never a secret). Blocks: call off the loop."""
+    ids = sorted(row.id for row in rows)
     with app.producer_or_acquire() as producer:
-        for row in rows:
+        for start in range(0, len(ids), EMAIL_BATCH):
+            batch = ids[start : start + EMAIL_BATCH]
             app.send_task(
-                row.task,
-                args=[row.id],
-                task_id=f"outbox-{row.id}",
+                TASK_DELIVER_EMAILS,
+                args=[batch],
+                task_id=f"outbox-{batch[0]}-{batch[-1]}-{len(batch)}",
                 producer=producer,
                 retry=False,
             )

@@ -6,6 +6,7 @@ login), ``smtps://user:pass@host:465`` (implicit TLS).
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -13,7 +14,7 @@ from email.utils import make_msgid
 from html import escape
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from api.domain.notifications import PASSWORD_CHANGED, PASSWORD_RESET, Notice
+from api.domain.notifications import PASSWORD_CHANGED, PASSWORD_RESET, DeliverBatch, Notice
 from api.settings import Settings
 
 
@@ -105,7 +106,56 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
     return context
 
 
+# A refusal the server gives for this message or recipient, not for the connection: the
+# rest of a batch goes on (5xx: the address or content will not do; 4xx: try again later).
+_MESSAGE_REFUSALS = (
+    smtplib.SMTPRecipientsRefused,
+    smtplib.SMTPDataError,
+    smtplib.SMTPSenderRefused,
+)
+
+
+def send_batch(settings: Settings, messages: list[EmailMessage]) -> list[str | None]:
+    """Send ``messages`` over one SMTP connection; for each, None (accepted) or why it was
+    refused (``smtp-550``). A failure of the connection itself raises: nothing of the batch
+    is known to be sent, and the caller retries the whole batch."""
+    outcomes: list[str | None] = []
+    with _connect(settings) as client:
+        for message in messages:
+            try:
+                client.send_message(message)
+                outcomes.append(None)
+            except _MESSAGE_REFUSALS as exc:
+                outcomes.append(f"smtp-{_reply_code(exc)}")
+                client.rset()
+    return outcomes
+
+
+def _reply_code(exc: smtplib.SMTPException) -> int:
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return min((code for code, _ in exc.recipients.values()), default=550)
+    return int(getattr(exc, "smtp_code", 550))
+
+
+def deliverer(settings: Settings) -> DeliverBatch:
+    """The domain's ``DeliverBatch`` over SMTP: compose, then send on one connection (SMTP
+    blocks: off the event loop)."""
+
+    async def deliver(notices: list[Notice]) -> list[str | None]:
+        messages = [compose(settings, notice) for notice in notices]
+        if settings.mail_task_delay_s > 0:  # fault tests kill a worker before it sends
+            await asyncio.sleep(settings.mail_task_delay_s)
+        return await asyncio.to_thread(send_batch, settings, messages)
+
+    return deliver
+
+
 def send(settings: Settings, message: EmailMessage) -> None:
+    with _connect(settings) as client:
+        client.send_message(message)
+
+
+def _connect(settings: Settings) -> smtplib.SMTP:
     url = urlsplit(settings.smtp_url)
     options = {k: v[-1].lower() for k, v in parse_qs(url.query).items()}
     host = url.hostname or "127.0.0.1"
@@ -117,9 +167,12 @@ def send(settings: Settings, message: EmailMessage) -> None:
         )
     else:
         client = smtplib.SMTP(host, url.port or 25, timeout=timeout)
-    with client:
+    try:
         if url.scheme != "smtps" and options.get("starttls") in ("true", "1", "yes"):
             client.starttls(context=tls_context(settings))
         if url.username:
             client.login(unquote(url.username), unquote(url.password or ""))
-        client.send_message(message)
+    except BaseException:
+        client.close()
+        raise
+    return client

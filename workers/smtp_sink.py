@@ -20,10 +20,19 @@ from aiosmtpd.controller import Controller
 
 
 class _StoreHandler:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, refuse: frozenset[str] = frozenset()) -> None:
         self.directory = directory
+        self.refuse = refuse
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
+    ) -> str:
+        if address.lower() in self.refuse:  # a mailbox that does not exist
+            return "550 5.1.1 Mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         with self._lock:
@@ -38,7 +47,15 @@ class _StoreHandler:
 class MailSink:
     """Start/stop an SMTP server on 127.0.0.1 that writes messages into ``directory``."""
 
-    def __init__(self, directory: Path, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        refuse: frozenset[str] = frozenset(),
+    ) -> None:
+        """``refuse``: addresses answered ``550`` (tests of undeliverable mail)."""
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         if port == 0:
@@ -48,7 +65,11 @@ class MailSink:
                 s.bind((host, 0))
                 port = s.getsockname()[1]
         self.host, self.port = host, port
-        self._controller = Controller(_StoreHandler(self.directory), hostname=host, port=port)
+        self._controller = Controller(
+            _StoreHandler(self.directory, frozenset(a.lower() for a in refuse)),
+            hostname=host,
+            port=port,
+        )
 
     @property
     def url(self) -> str:

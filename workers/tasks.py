@@ -1,14 +1,14 @@
-"""Celery tasks: each carries out one outbox row through ``api.domain.notifications``.
+"""Celery tasks: ``identity.deliver_emails`` delivers a batch of outbox rows through
+``api.domain.notifications.deliver_batch``; ``identity.relay_outbox`` publishes due rows.
 
-What a task does, and that it does it once, is the domain's (``notifications.process``);
-this module adds what Celery needs: the task names, retries with backoff for transient
-failures (past the budget the relay re-publishes later), and the mailer that turns a
-``Notice`` into an e-mail over SMTP.
+What a delivery does, and that it does it once, is the domain's; this module adds what
+Celery needs: the task names, retries with backoff when the SMTP server or a store is out of
+reach (past the budget the relay re-publishes later), and the mailer that turns notices into
+e-mails over one SMTP connection.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import smtplib
@@ -19,9 +19,9 @@ from celery import Celery, Task
 from celery.exceptions import Ignore
 
 from api.domain import notifications
-from api.domain.notifications import Handler, Notice
 from api.domain.outbox import relay_due
 from api.repositories.outbox import (
+    TASK_DELIVER_EMAILS,
     TASK_PASSWORD_CHANGED_EMAIL,
     TASK_PASSWORD_RESET_EMAIL,
     TASK_RELAY_OUTBOX,
@@ -43,23 +43,19 @@ TRANSIENT = (
 )
 
 
-async def deliver(notice: Notice) -> None:
-    """Compose and send one e-mail (SMTP blocks: off the loop)."""
-    settings = runtime().ctx.settings
-    message = mail.compose(settings, notice)
-    if settings.mail_task_delay_s > 0:  # fault tests kill a worker mid-send
-        await asyncio.sleep(settings.mail_task_delay_s)
-    await asyncio.to_thread(mail.send, settings, message)
-
-
-def _run_handler(task: Task, outbox_id: int, handler: Handler) -> str:  # type: ignore[type-arg]
+def _deliver(task: Task, outbox_ids: list[int]) -> str:  # type: ignore[type-arg]
     rt = runtime()
     try:
-        return run(notifications.process(ctx=rt.ctx, outbox_id=outbox_id, handler=handler))
+        deliver = mail.deliverer(rt.ctx.settings)
+        return run(notifications.deliver_batch(ctx=rt.ctx, outbox_ids=outbox_ids, deliver=deliver))
     except TRANSIENT as exc:
+        # The SMTP server or a store is out of reach: nothing of the batch was committed.
         # Exponential backoff with jitter; past max_retries the relay re-publishes later.
         log.warning(
-            "%s for outbox %s failed (%s), retrying", task.name, outbox_id, type(exc).__name__
+            "%s for %d outbox rows failed (%s), retrying",
+            task.name,
+            len(outbox_ids),
+            type(exc).__name__,
         )
         retries = task.request.retries
         if retries >= rt.ctx.settings.task_max_retries:
@@ -70,17 +66,20 @@ def _run_handler(task: Task, outbox_id: int, handler: Handler) -> str:  # type: 
 
 
 def register(app: Celery) -> None:
-    """Register the tasks on ``app`` under the outbox's task names."""
-    password_changed = notifications.password_changed_email(deliver)
-    password_reset = notifications.password_reset_email(deliver)
+    """Register the tasks on ``app``."""
 
+    @app.task(name=TASK_DELIVER_EMAILS, bind=True)
+    def deliver_emails(self: Task, outbox_ids: list[int]) -> str:  # type: ignore[type-arg]
+        return _deliver(self, outbox_ids)
+
+    # One row a message, as published before batches: messages still in a broker at upgrade.
     @app.task(name=TASK_PASSWORD_CHANGED_EMAIL, bind=True)
     def send_password_changed_email(self: Task, outbox_id: int) -> str:  # type: ignore[type-arg]
-        return _run_handler(self, outbox_id, password_changed)
+        return _deliver(self, [outbox_id])
 
     @app.task(name=TASK_PASSWORD_RESET_EMAIL, bind=True)
     def send_password_reset_email(self: Task, outbox_id: int) -> str:  # type: ignore[type-arg]
-        return _run_handler(self, outbox_id, password_reset)
+        return _deliver(self, [outbox_id])
 
     @app.task(name=TASK_RELAY_OUTBOX, ignore_result=True)
     def relay_outbox() -> int:

@@ -1,20 +1,19 @@
-"""The side effects of a change, carried out from its outbox rows, each at most once.
+"""The e-mails of changes, delivered from their outbox rows in batches, each at most once.
 
-``process`` is the protocol every task follows: take the outbox row's lock, return at once
-if the row is already processed (a second delivery), do the work, record it, mark the row
-processed, all in one transaction; steps that must follow the commit run after it. A mail is
-sent while the row is locked, so two deliveries racing each other cannot both send; a worker
-killed before the commit leaves the row unprocessed, so the next delivery sends it again.
+``deliver_batch`` locks the batch's rows that are still to do, sends their e-mails over one
+connection while they stay locked, and in the same transaction records and marks processed
+the ones sent, and counts a failed attempt for each refused one. Two deliveries racing each
+other cannot both send a row; a worker killed before the commit leaves the rows unprocessed,
+so the next delivery sends them again (the documented at-most-once-more window).
 
-Sending is handed in (``Deliver``): the domain says what to tell whom, the worker's mailer
-composes and sends it.
+Sending is handed in (``DeliverBatch``): the domain says what to tell whom, the worker's
+mailer composes and sends it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
@@ -44,102 +43,78 @@ class Notice(msgspec.Struct, frozen=True, kw_only=True):
     code: str = ""
 
 
-Deliver = Callable[[Notice], Awaitable[None]]
-AfterCommit = list[Callable[[], Awaitable[object]]]
-# A handler does the work inside the row's transaction and may add steps to run after commit.
-Handler = Callable[[Context, Connection, OutboxItem, AfterCommit], Awaitable[str]]
+DeliverBatch = Callable[[list[Notice]], Awaitable[list[str | None]]]
+"""Sends notices (one connection for all); for each, None when accepted, or the kind of the
+refusal (``smtp-550``). Raises when nothing could be sent (the connection failed)."""
+
+# The event recorded for each kind of row once its e-mail went out, and the payload key that
+# names the change it belongs to.
+_SENT = {
+    outbox.TASK_PASSWORD_CHANGED_EMAIL: (events.PASSWORD_CHANGE_SENT, "changeSequence"),
+    outbox.TASK_PASSWORD_RESET_EMAIL: (events.PASSWORD_CODE_SENT, "codeSequence"),
+}
 
 
-async def process(*, ctx: Context, outbox_id: int, handler: Handler) -> str:
-    """Carry out one outbox row with ``handler``, once; say what happened."""
-    after_commit: AfterCommit = []
+async def deliver_batch(*, ctx: Context, outbox_ids: Sequence[int], deliver: DeliverBatch) -> str:
+    """Deliver the e-mails of ``outbox_ids`` in one transaction, each at most once.
+
+    The rows stay locked while their e-mails are sent, so a second delivery of the same ids
+    skips them (or, after a crash before the commit, sends them once more); sent rows are
+    recorded and marked processed together; a refused address counts a failed attempt for
+    its row alone, and past ``mail_max_attempts`` the row is dead. Returns a summary (what
+    Flower shows as the task's result)."""
     async with ctx.pool.acquire() as conn, conn.transaction():
-        item = await outbox.lock_for_processing(conn, outbox_id)
-        if item is None:
-            return "missing"
-        if item.processed_at is not None:
-            return "duplicate"
-        outcome = await handler(ctx, conn, item, after_commit)
-        await outbox.mark_processed(conn, outbox_id)
-    for step in after_commit:
-        try:
-            await step()
-        except Exception as exc:  # the committed work stands; this step was a safeguard
-            log.warning("after-commit step for outbox %s failed: %s", outbox_id, type(exc).__name__)
-    return outcome
+        items = await outbox.lock_batch(conn, outbox_ids)
+        to_send: list[tuple[OutboxItem, User, Notice]] = []
+        skipped: list[int] = []
+        for item in items:
+            notice = await _notice(ctx, conn, item)
+            if notice is None:
+                skipped.append(item.id)
+            else:
+                to_send.append((item, *notice))
+        outcomes = await deliver([n for _, _, n in to_send]) if to_send else []
+        sent, failures = [], []
+        for (item, user, _), outcome in zip(to_send, outcomes, strict=True):
+            if outcome is None:
+                sent.append(item.id)
+                event_type, key = _SENT[item.task]
+                await events.record_notification(
+                    conn,
+                    outbox_id=item.id,
+                    event_type=event_type,
+                    user_id=user.id,
+                    resource_owner=user.org_id,
+                    payload={key: item.event_sequence},
+                )
+            else:
+                failures.append((item.id, outcome))
+        await outbox.mark_many_processed(conn, [*sent, *skipped])
+        dead = await outbox.record_failures(
+            conn, failures, max_attempts=ctx.settings.mail_max_attempts
+        )
+    if failures:
+        log.warning("%d of %d e-mails refused, %d rows now dead", len(failures), len(items), dead)
+    return f"sent {len(sent)}, refused {len(failures)}, dead {dead}, skipped {len(skipped)}"
 
 
-async def _notify_user(
-    conn: Connection,
-    item: OutboxItem,
-    deliver: Deliver,
-    *,
-    notice: Callable[[User], Notice],
-    sent_event: str,
-    sent_payload: dict[str, Any],
-) -> str:
-    """Send one e-mail to the user of an outbox row and record it as sent."""
+async def _notice(ctx: Context, conn: Connection, item: OutboxItem) -> tuple[User, Notice] | None:
+    """What to tell whom for a row; None when there is no one to tell any more."""
     try:
         user = await users.get(conn, item.payload["userId"])
     except UserNotFound:
-        return "skipped: user removed"
+        return None  # removed since
     if not user.email:
-        return "skipped: no e-mail address"
-    await deliver(notice(user))
-    await events.record_notification(
-        conn,
-        outbox_id=item.id,
-        event_type=sent_event,
-        user_id=user.id,
-        resource_owner=user.org_id,
-        payload=sent_payload,
-    )
-    return "sent"
-
-
-def _name(user: User) -> str:
-    return user.display_name or user.username
-
-
-def password_changed_email(deliver: Deliver) -> Handler:
-    async def handle(ctx: Context, conn: Connection, item: OutboxItem, _: AfterCommit) -> str:
-        return await _notify_user(
-            conn,
-            item,
-            deliver,
-            notice=lambda user: Notice(
-                kind=PASSWORD_CHANGED, to=user.email, name=_name(user), outbox_id=item.id
-            ),
-            sent_event=events.PASSWORD_CHANGE_SENT,
-            sent_payload={"changeSequence": item.event_sequence},
+        return None
+    name = user.display_name or user.username
+    if item.task == outbox.TASK_PASSWORD_RESET_EMAIL:
+        code = crypto.decrypt(ctx.settings.secret_key, item.payload["encryptedCode"])
+        link = render_url_template(
+            item.payload["urlTemplate"], user_id=user.id, code=code, org_id=user.org_id
         )
-
-    return handle
-
-
-def password_reset_email(deliver: Deliver) -> Handler:
-    async def handle(ctx: Context, conn: Connection, item: OutboxItem, _: AfterCommit) -> str:
-        def notice(user: User) -> Notice:
-            code = crypto.decrypt(ctx.settings.secret_key, item.payload["encryptedCode"])
-            link = render_url_template(
-                item.payload["urlTemplate"], user_id=user.id, code=code, org_id=user.org_id
-            )
-            return Notice(
-                kind=PASSWORD_RESET,
-                to=user.email,
-                name=_name(user),
-                outbox_id=item.id,
-                link=link,
-                code=code,
-            )
-
-        return await _notify_user(
-            conn,
-            item,
-            deliver,
-            notice=notice,
-            sent_event=events.PASSWORD_CODE_SENT,
-            sent_payload={"codeSequence": item.event_sequence},
+        notice = Notice(
+            kind=PASSWORD_RESET, to=user.email, name=name, outbox_id=item.id, link=link, code=code
         )
-
-    return handle
+    else:
+        notice = Notice(kind=PASSWORD_CHANGED, to=user.email, name=name, outbox_id=item.id)
+    return user, notice

@@ -20,6 +20,8 @@ from api.db import Connection, Pool
 TASK_PASSWORD_CHANGED_EMAIL = "identity.send_password_changed_email"
 TASK_PASSWORD_RESET_EMAIL = "identity.send_password_reset_email"
 TASK_RELAY_OUTBOX = "identity.relay_outbox"
+# The Celery task that delivers a batch of e-mail rows (of either kind above) in one go.
+TASK_DELIVER_EMAILS = "identity.deliver_emails"
 
 
 class OutboxRow(msgspec.Struct, frozen=True):
@@ -86,7 +88,7 @@ WHERE id = ANY($1::bigint[])
 """
 _DUE_FOR_RELAY = """
 SELECT id, task FROM outbox
-WHERE processed_at IS NULL
+WHERE processed_at IS NULL AND dead_at IS NULL
   AND ((published_at IS NULL AND created_at < clock_timestamp() - make_interval(secs => $1))
        OR published_at < clock_timestamp() - make_interval(secs => $2))
 ORDER BY id
@@ -98,6 +100,26 @@ SELECT id, task, aggregate_id, event_sequence, payload, created_at, processed_at
 FROM outbox WHERE id = $1 FOR UPDATE
 """
 _MARK_PROCESSED = "UPDATE outbox SET processed_at = clock_timestamp() WHERE id = $1"
+# A batch: the rows still to do, locked until the transaction ends, in id order (so that two
+# batches sharing rows cannot deadlock). A row another delivery holds is waited for, then
+# left out if that one processed it.
+_LOCK_BATCH = """
+SELECT id, task, aggregate_id, event_sequence, payload, created_at, processed_at
+FROM outbox WHERE id = ANY($1::bigint[]) AND processed_at IS NULL AND dead_at IS NULL
+ORDER BY id
+FOR UPDATE
+"""
+_MARK_MANY_PROCESSED = """
+UPDATE outbox SET processed_at = clock_timestamp() WHERE id = ANY($1::bigint[])
+"""
+# One more failed attempt each; past the budget ($3) the row is dead.
+_RECORD_FAILURES = """
+UPDATE outbox o SET attempts = o.attempts + 1, last_error = f.error,
+       dead_at = CASE WHEN o.attempts + 1 >= $3 THEN clock_timestamp() END
+FROM unnest($1::bigint[], $2::text[]) AS f(id, error)
+WHERE o.id = f.id
+RETURNING o.id, o.dead_at IS NOT NULL AS dead
+"""
 
 
 async def mark_published(db: Pool | Connection, ids: Sequence[int]) -> None:
@@ -120,3 +142,26 @@ async def lock_for_processing(conn: Connection, outbox_id: int) -> OutboxItem | 
 
 async def mark_processed(conn: Connection, outbox_id: int) -> None:
     await conn.execute(_MARK_PROCESSED, outbox_id)
+
+
+async def lock_batch(conn: Connection, outbox_ids: Sequence[int]) -> list[OutboxItem]:
+    """The rows among ``outbox_ids`` still to do, locked until the transaction ends."""
+    rows = await conn.fetch(_LOCK_BATCH, list(outbox_ids))
+    return [OutboxItem(**dict(r)) for r in rows]
+
+
+async def mark_many_processed(conn: Connection, outbox_ids: Sequence[int]) -> None:
+    if outbox_ids:
+        await conn.execute(_MARK_MANY_PROCESSED, list(outbox_ids))
+
+
+async def record_failures(
+    conn: Connection, failures: Sequence[tuple[int, str]], *, max_attempts: int
+) -> int:
+    """Count a failed attempt for each (id, error kind); return how many rows are now dead."""
+    if not failures:
+        return 0
+    rows = await conn.fetch(
+        _RECORD_FAILURES, [f[0] for f in failures], [f[1] for f in failures], max_attempts
+    )
+    return sum(1 for r in rows if r["dead"])

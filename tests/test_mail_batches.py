@@ -1,0 +1,86 @@
+"""E-mail in batches, with the real SMTP code and a real SMTP server that refuses one
+mailbox: the rest of the batch is delivered, the refused row counts its attempts and is dead
+after the retry budget, and a dead row is never published again."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from api.domain import notifications
+from api.domain.context import Context, context
+from api.repositories import outbox
+from api.settings import Settings
+from tests.support import World
+from workers import mail
+from workers.smtp_sink import MailSink
+
+REFUSED = "nobody@refused.example"
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[MailSink]:
+    server = MailSink(tmp_path / "mail", refuse=frozenset({REFUSED})).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def ctx(make_settings: Callable[..., Settings], sink: MailSink) -> AsyncIterator[Context]:
+    async with context(make_settings(smtp_url=sink.url, mail_max_attempts=2)) as opened:
+        yield opened
+
+
+async def test_a_refused_address_ends_dead_and_the_rest_is_delivered(
+    world: World, ctx: Context, sink: MailSink
+) -> None:
+    org_id, admin = await world.admin()
+    people = [
+        await world.human(admin, org_id, email=email)
+        for email in ("first@example.com", REFUSED, "last@example.com")
+    ]
+    for person in people:  # the in-process app has no publisher: the rows wait
+        response = await world.set_password(
+            admin, person.user_id, {"newPassword": {"password": "N3w!Passw0rd-batch"}}
+        )
+        assert response.status_code == 200, response.text
+    rows = {
+        r["aggregate_id"]: r["id"]
+        for r in await world.db.fetch(
+            "SELECT id, aggregate_id FROM outbox WHERE aggregate_id = ANY($1::text[])",
+            [p.user_id for p in people],
+        )
+    }
+    ids = [rows[p.user_id] for p in people]
+    deliver = mail.deliverer(ctx.settings)
+
+    first = await notifications.deliver_batch(ctx=ctx, outbox_ids=ids, deliver=deliver)
+
+    assert first == "sent 2, refused 1, dead 0, skipped 0"
+    assert sorted(m["To"] for m in sink.messages()) == ["first@example.com", "last@example.com"]
+    refused = await world.db.fetchrow("SELECT * FROM outbox WHERE id = $1", ids[1])
+    assert (refused["attempts"], refused["last_error"]) == (1, "smtp-550")
+    assert refused["processed_at"] is None and refused["dead_at"] is None
+
+    # Delivered again (the relay re-publishes unprocessed rows): the sent ones are done,
+    # the refused one fails its last allowed attempt and is dead.
+    second = await notifications.deliver_batch(ctx=ctx, outbox_ids=ids, deliver=deliver)
+
+    assert second == "sent 0, refused 1, dead 1, skipped 0"
+    assert len(sink.messages()) == 2
+    dead = await world.db.fetchrow("SELECT * FROM outbox WHERE id = $1", ids[1])
+    assert dead["attempts"] == 2 and dead["dead_at"] is not None
+    sent_events = await world.db.fetchval(
+        "SELECT count(*) FROM events WHERE aggregate_id = ANY($1::text[])",
+        [f"notification-{i}" for i in ids],
+    )
+    assert sent_events == 2
+
+    # Never published again, however long it waits.
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        due = await outbox.lock_due_for_relay(conn, min_age_s=0, redeliver_after_s=0, limit=100_000)
+    assert ids[1] not in {row.id for row in due}
