@@ -15,6 +15,11 @@
 # and a table of requests/s, p50/p99 and change-password req/s ÷ raw hash rate.
 # BENCH_SCENARIOS picks the runs (default: all of admin current get healthz connect grpc);
 # BENCH_SERVER the server (`identity serve --server`: uvicorn, uvicorn-h2, hypercorn).
+# BENCH_SYSTEM=1 runs the whole system on the same cores: a Celery worker, beat (the outbox
+# relay) and the SMTP sink, and the scenario `code` (the reset-code branch: one code issued
+# per user beforehand, each used once); it reports per-process CPU per change read from
+# /proc over the load and until every e-mail is out, and the delay from a change's commit to
+# its e-mail's (p50/p99). `bash bench/system.sh` is that run.
 # Everything it starts is stopped and the scratch database dropped on exit.
 # Needs local Postgres and Redis (scripts/ensure-services), wrk and h2load (installed if
 # missing).
@@ -28,7 +33,7 @@ THREADS=${BENCH_THREADS:-2}
 CONNECTIONS=${BENCH_CONNECTIONS:-16}
 USERS=${BENCH_USERS:-1000}
 WORKERS=${BENCH_SERVER_WORKERS:-2}
-SERVER=${BENCH_SERVER:-uvicorn}
+SERVER=${BENCH_SERVER:-uvicorn-h2}
 SCENARIOS=" ${BENCH_SCENARIOS:-admin current get healthz connect grpc} "
 BROKER_DB=${BENCH_BROKER_DB:-13} # a Redis database for the run's Celery messages, flushed
 PASSWORD_A='Bench-Passw0rd-A!'
@@ -69,8 +74,10 @@ export IDENTITY_RATE_FAILED_VERIFICATIONS_PER_IP_PER_MINUTE=1000000
 export PYTHONPATH=$ROOT
 
 SERVER_PID=""
+SYSTEM_PIDS=()
 cleanup() {
     set +e
+    for pid in "${SYSTEM_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
     if [ -n "$SERVER_PID" ]; then
         kill -TERM "$SERVER_PID" 2>/dev/null
         for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
@@ -121,6 +128,23 @@ BENCH_TOKEN=$TOKEN "$PY" bench/setup_users.py --api "$API" --org "$ORG" --count 
     --password "$PASSWORD_A" --prefix current --out "$WORK/users-current.txt"
 
 RESULTS=$WORK/results.jsonl
+if [ "${BENCH_SYSTEM:-0}" = 1 ]; then
+    SINK_PORT=$(free_port)
+    export IDENTITY_SMTP_URL=smtp://127.0.0.1:$SINK_PORT
+    say "whole system: worker, beat and the SMTP sink on $IDENTITY_SMTP_URL"
+    "$PY" -m workers.smtp_sink --port "$SINK_PORT" --dir "$WORK/mail" >"$WORK/sink.log" 2>&1 &
+    SYSTEM_PIDS+=($!)
+    "$ROOT/.venv/bin/celery" -A workers worker --pool solo --concurrency 1 -Q identity \
+        --loglevel WARNING --without-mingle --without-gossip >"$WORK/worker.log" 2>&1 &
+    SYSTEM_PIDS+=($!)
+    "$ROOT/.venv/bin/celery" -A workers beat --loglevel WARNING \
+        --schedule "$WORK/celerybeat-schedule" >"$WORK/beat.log" 2>&1 &
+    SYSTEM_PIDS+=($!)
+    sleep 5
+    say "issuing one reset code per user of the admin pool"
+    BENCH_TOKEN=$TOKEN "$PY" bench/setup_codes.py --api "$API" --users "$WORK/users-admin.txt" \
+        --out "$WORK/users-codes.txt"
+fi
 say "(i) raw argon2id hash rate"
 "$PY" bench/hashrate.py --threads "$(nproc)" --seconds 5 >>"$RESULTS"
 
@@ -137,6 +161,62 @@ bench() { # label mode hashes users-file [path]
 run() { # scenario label hashes users-file
     case "$SCENARIOS" in *" $1 "*) bench "$2" "$1" "$3" "${4:-}" ;; esac
 }
+if [ "${BENCH_SYSTEM:-0}" = 1 ]; then
+    groups=(
+        "api=identity serve|api.main|multiprocessing.spawn"
+        "worker=celery -A workers worker"
+        "beat=celery -A workers beat"
+        "postgres=^postgres"
+        "redis=redis-server"
+        "smtp_sink=workers.smtp_sink"
+    )
+    "$PY" bench/proc_cpu.py snapshot "${groups[@]}" >"$WORK/cpu-before.json"
+    SINCE=$("$PY" -c 'import datetime; print(datetime.datetime.now(datetime.timezone.utc).isoformat())')
+    run code "POST password (reset code, whole system)" 1 "$WORK/users-codes.txt"
+    say "waiting for every e-mail of the run"
+    "$PY" - <<PYEOF
+import asyncio, asyncpg, time
+async def main():
+    conn = await asyncpg.connect("$IDENTITY_DATABASE_URL")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        left = await conn.fetchval("SELECT count(*) FROM outbox WHERE processed_at IS NULL AND dead_at IS NULL")
+        if left == 0:
+            break
+        await asyncio.sleep(0.5)
+    await conn.close()
+asyncio.run(main())
+PYEOF
+    "$PY" bench/proc_cpu.py snapshot "${groups[@]}" >"$WORK/cpu-after.json"
+    CHANGES=$("$PY" - <<PYEOF
+import asyncio, asyncpg
+async def main():
+    conn = await asyncpg.connect("$IDENTITY_DATABASE_URL")
+    print(await conn.fetchval("SELECT count(*) FROM events WHERE event_type = 'user.human.password.changed' AND created_at >= '$SINCE'"))
+    await conn.close()
+asyncio.run(main())
+PYEOF
+)
+    "$PY" bench/proc_cpu.py diff "$WORK/cpu-before.json" "$WORK/cpu-after.json" "$CHANGES" >"$WORK/cpu.md"
+    "$PY" - >"$WORK/delay.txt" <<PYEOF
+import asyncio, asyncpg
+async def main():
+    conn = await asyncpg.connect("$IDENTITY_DATABASE_URL")
+    rows = await conn.fetch("""
+        SELECT extract(epoch FROM n.created_at - c.created_at) * 1000 AS ms
+        FROM events c JOIN events n
+          ON n.event_type = 'user.human.password.change.sent'
+         AND n.payload->>'userId' = c.aggregate_id
+         AND (n.payload->>'changeSequence')::bigint = c.sequence
+        WHERE c.event_type = 'user.human.password.changed' AND c.created_at >= '$SINCE'
+        ORDER BY 1""")
+    ms = [r["ms"] for r in rows]
+    def pct(p): return ms[min(len(ms) - 1, int(len(ms) * p))] if ms else float("nan")
+    print(f"commit to e-mail: {len(ms)} e-mails, p50 {pct(0.5):.0f} ms, p99 {pct(0.99):.0f} ms, max {ms[-1] if ms else float('nan'):.0f} ms")
+    await conn.close()
+asyncio.run(main())
+PYEOF
+fi
 run admin "POST password (admin set)" 1 "$WORK/users-admin.txt"
 run current "POST password (currentPassword)" 2 "$WORK/users-current.txt"
 run get "GET /v2/users/{id}" 0 "$WORK/users-admin.txt"
@@ -176,3 +256,10 @@ fi
 echo
 echo "bench/run.sh on $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p')), wrk -t$THREADS -c$CONNECTIONS -d$DURATION, identity serve --workers $WORKERS --server $SERVER"
 "$PY" bench/summarize.py "$RESULTS"
+if [ "${BENCH_SYSTEM:-0}" = 1 ]; then
+    echo
+    echo "per-process CPU from /proc, from the start of the load until every e-mail was sent:"
+    cat "$WORK/cpu.md"
+    echo
+    cat "$WORK/delay.txt"
+fi

@@ -5,6 +5,8 @@
 --   healthz  GET  /healthz                                                        (no hash)
 --   connect  POST /zitadel.user.v2.UserService/SetPassword  {"userId", "newPassword"}
 --            (Connect unary JSON, as ZITADEL's Python SDK sends it; 1 hash)
+--   code     POST /v2/users/{id}/password  {"newPassword", "verificationCode"} (1 hash);
+--            BENCH_USERS_FILE lines are "<user id> <code>", each used once
 -- BENCH_USERS_FILE holds one user ID a line; BENCH_TOKEN is a PAT with user.write.
 -- Each wrk thread takes its own slice of the users and walks it round-robin, so a user is
 -- never changed by two requests at once (the pool is much larger than the connections).
@@ -28,7 +30,7 @@ function setup(thread)
    table.insert(threads, thread)
 end
 
-local users, state, cursor = {}, {}, 0
+local users, state, codes, cursor = {}, {}, {}, 0
 
 function init(args)
    local nthreads = tonumber(os.getenv("BENCH_THREADS") or "1")
@@ -37,7 +39,9 @@ function init(args)
       for line in io.lines(users_file) do
          if line ~= "" then
             if i % nthreads == tid then
-               table.insert(users, line)
+               local id, code = line:match("^(%S+)%s*(%S*)$")
+               table.insert(users, id)
+               codes[#users] = code
                state[#users] = 1 -- index into PASSWORDS of the current password
             end
             i = i + 1
@@ -66,7 +70,11 @@ function request()
    local nxt = 3 - cur
    state[cursor] = nxt
    local body
-   if mode == "connect" then
+   if mode == "code" then
+      body = '{"newPassword":{"password":"' .. PASSWORDS[nxt] .. '"},"verificationCode":"'
+         .. codes[cursor] .. '"}'
+      return wrk.format("POST", "/v2/users/" .. id .. "/password", headers(true), body)
+   elseif mode == "connect" then
       body = '{"userId":"' .. id .. '","newPassword":{"password":"' .. PASSWORDS[nxt] .. '"}}'
       return wrk.format("POST", "/zitadel.user.v2.UserService/SetPassword", headers(true), body)
    elseif mode == "admin" then
