@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     set_.add_argument("--org", required=True)
     set_.add_argument("pairs", nargs="+", metavar="KEY=VALUE")
 
+    sub.add_parser("relay", help="publish committed outbox rows to Celery (woken by Postgres)")
     serve = sub.add_parser("serve", help="run the API: REST, Connect, gRPC-Web and gRPC")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
@@ -140,6 +141,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.command == "serve":
         cmd_serve(settings, args)
+        return
+    if args.command == "relay":
+        from workers.relay import main as relay
+
+        relay()
         return
     sub = getattr(args, f"{args.command}_command", None)
     try:

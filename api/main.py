@@ -3,8 +3,8 @@
 Paths of ZITADEL's RPC services (``/zitadel.user.v2.UserService/SetPassword`` and the like)
 go to the RPC transport (Connect, gRPC-Web, gRPC); everything else to the HTTP app
 (REST/JSON, OpenAPI, health, metrics), whose lifespan opens the domain context both use.
-This is also the one place where the app and the Celery publisher meet: the transports are
-handed a publisher, they do not import one.
+Neither transport publishes to Celery: commands commit their outbox rows, and the relay
+(``identity relay``) publishes them.
 """
 
 from __future__ import annotations
@@ -13,16 +13,14 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from api.domain.context import Context
-from api.domain.outbox import Publish
 from api.http.app import create_app as create_http_app
 from api.rpc.app import rpc_app, with_cors
 from api.settings import Settings, get_settings
-from workers.celery_app import celery_publisher
 
 
-def compose(settings: Settings, *, publisher: Publish | None) -> ASGIApp:
+def compose(settings: Settings) -> ASGIApp:
     """The HTTP app and the RPC services behind one ASGI callable."""
-    http = create_http_app(settings, publisher=publisher)
+    http = create_http_app(settings)
 
     def contexts() -> Context:
         ctx: Context = http.state.ctx
@@ -45,5 +43,4 @@ def compose(settings: Settings, *, publisher: Publish | None) -> ASGIApp:
 
 
 def create_app() -> ASGIApp:
-    settings = get_settings()
-    return compose(settings, publisher=celery_publisher(settings))
+    return compose(get_settings())

@@ -17,10 +17,3 @@ HASH_OVERLOAD_REJECTIONS = Counter(
     "identity_hash_overload_rejections_total",
     "Requests refused with 503 because the hash queue was full",
 )
-OUTBOX_PUBLISHED = Counter(
-    "identity_outbox_published_total", "Outbox rows published to Celery after commit"
-)
-OUTBOX_PUBLISH_FAILURES = Counter(
-    "identity_outbox_publish_failures_total",
-    "Outbox rows whose publish after commit failed (the periodic relay takes them)",
-)

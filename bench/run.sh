@@ -15,8 +15,8 @@
 # and a table of requests/s, p50/p99 and change-password req/s ÷ raw hash rate.
 # BENCH_SCENARIOS picks the runs (default: all of admin current get healthz connect grpc);
 # BENCH_SERVER the server (`identity serve --server`: uvicorn, uvicorn-h2, hypercorn).
-# BENCH_SYSTEM=1 runs the whole system on the same cores: a Celery worker, beat (the outbox
-# relay) and the SMTP sink, and the scenario `code` (the reset-code branch: one code issued
+# BENCH_SYSTEM=1 runs the whole system on the same cores: a Celery worker, the relay
+# (`identity relay`), beat and the SMTP sink, and the scenario `code` (the reset-code branch: one code issued
 # per user beforehand, each used once); it reports per-process CPU per change read from
 # /proc over the load and until every e-mail is out, and the delay from a change's commit to
 # its e-mail's (p50/p99). `bash bench/system.sh` is that run.
@@ -140,6 +140,8 @@ if [ "${BENCH_SYSTEM:-0}" = 1 ]; then
     "$ROOT/.venv/bin/celery" -A workers beat --loglevel WARNING \
         --schedule "$WORK/celerybeat-schedule" >"$WORK/beat.log" 2>&1 &
     SYSTEM_PIDS+=($!)
+    "$IDENTITY" relay >"$WORK/relay.log" 2>&1 &
+    SYSTEM_PIDS+=($!)
     sleep 5
     say "issuing one reset code per user of the admin pool"
     BENCH_TOKEN=$TOKEN "$PY" bench/setup_codes.py --api "$API" --users "$WORK/users-admin.txt" \
@@ -166,6 +168,7 @@ if [ "${BENCH_SYSTEM:-0}" = 1 ]; then
         "api=identity serve|api.main|multiprocessing.spawn"
         "worker=celery -A workers worker"
         "beat=celery -A workers beat"
+        "relay=identity relay"
         "postgres=^postgres"
         "redis=redis-server"
         "smtp_sink=workers.smtp_sink"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole system under load on the same two cores (issue 9's measure): the reset-code
-# branch with the production hash, a Celery worker, beat (the outbox relay) and the SMTP
-# sink running; per-process CPU per change from /proc, and commit-to-e-mail delay.
+# branch with the production hash, a Celery worker, the relay, beat and the SMTP sink
+# running; per-process CPU per change from /proc, and commit-to-e-mail delay.
 #   bash bench/system.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -109,8 +109,8 @@ def settings(base_settings: Settings) -> Settings:
 
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Any]]:
-    """The app over HTTP (ASGI, in process), with no Celery publisher: outbox rows stay put."""
-    app = create_app(settings, publisher=None)
+    """The app over HTTP (ASGI, in process); no relay runs, so outbox rows stay put."""
+    app = create_app(settings)
     async with AsyncTestClient(app=app) as test_client:
         yield test_client
 

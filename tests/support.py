@@ -173,8 +173,8 @@ class World:
 
 @asynccontextmanager
 async def world_with(settings: Settings) -> AsyncIterator[World]:
-    """A world on its own app built from ``settings`` (real stores, no Celery publisher)."""
-    app = create_app(settings, publisher=None)
+    """A world on its own app built from ``settings`` (real stores; no relay runs)."""
+    app = create_app(settings)
     async with AsyncTestClient(app=app) as client:
         world = World(client, settings)
         await world.open()

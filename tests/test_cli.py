@@ -162,7 +162,7 @@ async def app_for(
     db: CliDb, make_settings: Callable[..., Settings]
 ) -> AsyncIterator[AsyncTestClient[Any]]:
     settings = make_settings(database_url=db.url, redis_prefix=db.prefix, secret_key=CLI_SECRET)
-    async with AsyncTestClient(app=create_app(settings, publisher=None)) as client:
+    async with AsyncTestClient(app=create_app(settings)) as client:
         yield client
 
 

@@ -33,6 +33,7 @@ APP_SERVICES = ("migrate", "api", "worker", "beat", "flower")
 PROCFILE_OF = {
     "api": "web",
     "worker": "worker",
+    "relay": "relay",
     "beat": "beat",
     "flower": "flower",
     "migrate": "release",

@@ -34,7 +34,7 @@ LENGTH_1_200 = "value length must be between 1 and 200 runes, inclusive"
 
 @asynccontextmanager
 async def app_client(settings: Settings) -> AsyncIterator[AsyncTestClient[Any]]:
-    async with AsyncTestClient(app=create_app(settings, publisher=None)) as client:
+    async with AsyncTestClient(app=create_app(settings)) as client:
         yield client
 
 

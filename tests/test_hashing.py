@@ -51,7 +51,7 @@ async def concurrent_client(settings: Settings) -> AsyncIterator[tuple[httpx.Asy
     (Litestar's ``AsyncTestClient`` hands each request to a blocking portal and waits for it:
     through it, a burst is a queue.) This is what one server worker does.
     """
-    app = create_app(settings, publisher=None)
+    app = create_app(settings)
     async with app.lifespan():
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:

@@ -437,4 +437,5 @@ async def test_metrics_count_password_changes_and_hashes(world: World) -> None:
     text = (await world.client.get("/metrics")).text
     assert _sample(text, name) == before + 1
     assert "identity_hashes_in_flight" in text
-    assert "identity_outbox_publish_failures_total" in text
+    # The API publishes nothing (the relay does): no publish counters here any more.
+    assert "identity_outbox_publish" not in text

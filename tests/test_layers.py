@@ -66,7 +66,7 @@ def test_the_tree_keeps_every_contract(pristine: Path) -> None:
         ),
         # A worker using the HTTP layer.
         ("workers/tasks.py", "from api.http import errors", "workers.tasks -> api.http.errors"),
-        # The app importing the task queue instead of being handed a publisher.
+        # The app importing the task queue (the relay publishes, not the API).
         ("api/http/app.py", "import workers.celery_app", "api.http.app -> workers.celery_app"),
         # The domain importing the web framework.
         ("api/domain/users.py", "import litestar", "api.domain.users -> litestar"),

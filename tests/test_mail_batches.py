@@ -43,7 +43,7 @@ async def test_a_refused_address_ends_dead_and_the_rest_is_delivered(
         await world.human(admin, org_id, email=email)
         for email in ("first@example.com", REFUSED, "last@example.com")
     ]
-    for person in people:  # the in-process app has no publisher: the rows wait
+    for person in people:  # no relay runs here: the rows wait
         response = await world.set_password(
             admin, person.user_id, {"newPassword": {"password": "N3w!Passw0rd-batch"}}
         )

@@ -31,7 +31,7 @@ from tests.workers_support import BIN, ROOT, Broker, await_until, free_port, wai
 
 pytestmark = pytest.mark.slow
 
-PROCESSES = ("web", "worker", "beat", "flower", "mail")
+PROCESSES = ("web", "worker", "relay", "beat", "flower", "mail")
 START_BOUND_S = 40.0
 MAIL_BOUND_S = 30.0
 

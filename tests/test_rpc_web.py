@@ -243,7 +243,7 @@ async def test_an_unexpected_exception_is_internal_without_its_text(
         raise RuntimeError(f"could not talk to the database with {SECRET}")
 
     monkeypatch.setattr(users, "get_user", boom)
-    app = compose(settings, publisher=None)
+    app = compose(settings)
     async with AsyncTestClient(app=app) as http:  # type: ignore[arg-type]
         response = await http.post(
             "/zitadel.user.v2.UserService/GetUserByID",

@@ -1,8 +1,8 @@
 """End to end with a real Celery worker (subprocess), a real broker and a real SMTP server.
 
-The API is the in-process app with the Celery publisher: after commit it publishes the
-outbox rows from a thread. No beat runs here, so every e-mail below was delivered by that
-after-commit publish, not by the periodic relay.
+The API is the in-process app: it commits its outbox rows and answers. The relay process
+(``identity relay``), woken by Postgres at the commit, publishes them; no beat runs here, so
+every e-mail below went through that relay.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from tests.workers_support import (
     stack_for,
     wait_processed,
 )
-from workers.celery_app import celery_publisher
 
 pytestmark = pytest.mark.slow
 
@@ -38,13 +37,14 @@ pytestmark = pytest.mark.slow
 def stack(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with stack_for(base_settings, tmp_path_factory.mktemp("workers-e2e")) as s:
         s.start_worker()
+        s.start_relay()
         yield s
 
 
 @pytest.fixture
 async def wworld(stack: Stack, make_settings: Callable[..., Settings]) -> AsyncIterator[World]:
     settings = make_settings(broker_url=stack.broker.url, smtp_url=stack.sink.url)
-    async with app_client(create_app(settings, publisher=celery_publisher(settings))) as client:
+    async with app_client(create_app(settings)) as client:
         w = World(client, settings)
         await w.open()
         try:
@@ -98,7 +98,7 @@ async def test_change_sends_one_email_and_revokes_other_sessions(
     await wait_processed(wworld.db, [alice.user_id], 20)
     assert len(stack.mails_to(alice.email)) == 1
     rows = await outbox_rows(wworld.db, alice.user_id)
-    assert all(r["published_at"] is not None for r in rows)  # the after-commit publish
+    assert all(r["published_at"] is not None for r in rows)  # by the relay
     assert "user.human.password.change.sent" in await notification_events(wworld.db, alice.user_id)
     # A notification is not a state change: the user's sequence stays that of the change.
     assert (await event_types(wworld.db, alice.user_id))[-1] == "user.human.password.changed"

@@ -34,7 +34,7 @@ from tests.workers_support import (
     stack_for,
     wait_processed,
 )
-from workers.celery_app import celery_publisher, create_celery, publish_outbox_rows
+from workers.celery_app import create_celery, publish_outbox_rows
 
 pytestmark = pytest.mark.slow
 
@@ -99,9 +99,10 @@ async def test_broker_down_during_a_burst(
     exactly once."""
     worker = stack.start_worker()
     stack.start_beat()
+    stack.start_relay()
     settings = api_settings(stack, make_settings)
     committed: Counter[str] = Counter()
-    async with app_client(create_app(settings, publisher=celery_publisher(settings))) as client:
+    async with app_client(create_app(settings)) as client:
         world = World(client, settings)
         await world.open()
         try:
@@ -163,8 +164,11 @@ async def test_worker_killed_in_the_middle_of_a_task(
     redelivered after the visibility timeout and the e-mail arrives exactly once. No beat
     runs, so the broker's redelivery alone brings it back."""
     worker = stack.start_worker(mail_task_delay_s=3)
+    # The relay publishes the change at once; a row published and unprocessed is its to
+    # publish again only much later, so the broker's redelivery is what this test sees.
+    stack.start_relay(relay_redeliver_after_s=300)
     settings = api_settings(stack, make_settings)
-    async with app_client(create_app(settings, publisher=celery_publisher(settings))) as client:
+    async with app_client(create_app(settings)) as client:
         world = World(client, settings)
         await world.open()
         try:
@@ -186,8 +190,10 @@ async def test_worker_killed_in_the_middle_of_a_task(
                         return True
                 return False
 
-            await await_until(row_locked, 15, "the worker to start the mail task")
-            assert stack.broker.unacked() == 1
+            async def worker_holds_it() -> bool:  # (the relay, too, holds it while publishing)
+                return stack.broker.unacked() == 1 and await row_locked()
+
+            await await_until(worker_holds_it, 15, "the worker to start the mail task")
             worker.kill()
             assert stack.mails_to(erin.email) == []
             assert stack.broker.unacked() == 1  # left for redelivery
@@ -238,7 +244,7 @@ async def test_second_delivery_sends_no_second_email(
     workers = [stack.start_worker(mail_task_delay_s=1), stack.start_worker(mail_task_delay_s=1)]
     org_id, admin = await world.admin()
     frank = await world.human(admin, org_id)
-    # ``world``'s app has no publisher: the rows wait, and no beat runs to relay them.
+    # No relay and no beat run here: the rows wait.
     response = await world.set_password(
         admin, frank.user_id, {"newPassword": {"password": "N3w!Passw0rd"}}
     )
@@ -287,3 +293,45 @@ async def test_second_delivery_sends_no_second_email(
     assert (await notification_events(world.db, frank.user_id)).count(
         "user.human.password.change.sent"
     ) == 1
+
+
+async def test_the_relay_is_woken_by_the_commit(stack: Stack, world: World) -> None:
+    """With its periodic sweep a minute away, the relay still publishes a change at once:
+    Postgres tells it (LISTEN/NOTIFY) when outbox rows are committed."""
+    stack.start_worker()
+    stack.start_relay(relay_interval_s=60)
+    org_id, admin = await world.admin()
+    grace = await world.human(admin, org_id)
+    await asyncio.sleep(1)  # the relay's first sweep is over: only a notification wakes it
+    started = time.monotonic()
+    await change(world, admin, grace, 1)
+    await stack.wait_for_mails(grace.email, 1, 15)
+    assert time.monotonic() - started < 15
+
+
+async def test_relay_killed_and_two_relays_at_once(stack: Stack, world: World) -> None:
+    """(e) A relay SIGKILLed: changes committed meanwhile wait, and the next relays publish
+    them; two relays running at once publish each row once: one e-mail per change."""
+    stack.start_worker()
+    relay = stack.start_relay()
+    org_id, admin = await world.admin()
+    people = [await world.human(admin, org_id) for _ in range(3)]
+    committed: Counter[str] = Counter()
+    await change(world, admin, people[0], 1)
+    committed[people[0].email] += 1
+    await stack.wait_for_mails(people[0].email, 1, SETTLE_S)
+
+    relay.kill()
+    for n, person in enumerate(people):
+        await change(world, admin, person, 10 + n)
+        committed[person.email] += 1
+    await asyncio.sleep(1)
+    waiting = await world.db.fetchval(
+        "SELECT count(*) FROM outbox WHERE aggregate_id = ANY($1::text[]) AND published_at IS NULL",
+        [p.user_id for p in people],
+    )
+    assert waiting == 3
+
+    stack.start_relay()
+    stack.start_relay()
+    await assert_one_mail_per_change(stack, world.db, committed, people)

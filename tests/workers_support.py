@@ -258,6 +258,11 @@ class Stack:
         proc.wait_for_log(r"beat: Starting", 30)
         return proc
 
+    def start_relay(self, **extra: object) -> Proc:
+        proc = self._start("relay", [IDENTITY, "relay"], **extra)
+        proc.wait_for_log(r"relay listening", 30)
+        return proc
+
     def start_api(self, **extra: object) -> tuple[Proc, str]:
         port = free_port()
         proc = self._start(

@@ -19,7 +19,6 @@ from typing import Any
 
 from celery import Celery
 
-from api.domain.outbox import Publish
 from api.repositories.outbox import TASK_DELIVER_EMAILS, TASK_RELAY_OUTBOX, OutboxRow
 from api.settings import Settings
 
@@ -100,13 +99,3 @@ def publish_outbox_rows(app: Celery, rows: Sequence[OutboxRow]) -> None:
                 producer=producer,
                 retry=False,
             )
-
-
-def celery_publisher(settings: Settings) -> Publish:
-    """What the API hands its outbox: publish rows to Celery by task name."""
-    app = create_celery(settings)
-
-    def publish(rows: Sequence[OutboxRow]) -> None:
-        publish_outbox_rows(app, rows)
-
-    return publish

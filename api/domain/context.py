@@ -1,7 +1,7 @@
 """The context every domain service takes: the stores of one process, opened once.
 
-The API opens it in the app's lifespan, the CLI per command and a Celery worker per process;
-each hands in the outbox publisher it has (none: rows wait for the relay).
+The API opens it in the app's lifespan, the CLI per command, a Celery worker and the relay
+per process.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from api.db import Pool, create_pool, ping
-from api.domain.outbox import OutboxDispatcher, Publish
 from api.hashing import PasswordHasher
 from api.kv import Keys, Redis, create_redis
 from api.settings import Settings
@@ -25,12 +24,9 @@ class Context:
     redis: Redis
     keys: Keys
     hasher: PasswordHasher
-    outbox: OutboxDispatcher
 
 
-async def open_context(
-    settings: Settings, *, publish: Publish | None = None, **pool_options: Any
-) -> Context:
+async def open_context(settings: Settings, **pool_options: Any) -> Context:
     pool = await create_pool(settings, **pool_options)
     return Context(
         settings=settings,
@@ -38,22 +34,18 @@ async def open_context(
         redis=create_redis(settings),
         keys=Keys(settings.redis_prefix),
         hasher=PasswordHasher(settings),
-        outbox=OutboxDispatcher(pool, publish),
     )
 
 
 async def close_context(ctx: Context) -> None:
-    await ctx.outbox.drain()
     ctx.hasher.close()
     await ctx.redis.aclose()
     await ctx.pool.close()
 
 
 @asynccontextmanager
-async def context(
-    settings: Settings, *, publish: Publish | None = None, **pool_options: Any
-) -> AsyncIterator[Context]:
-    ctx = await open_context(settings, publish=publish, **pool_options)
+async def context(settings: Settings, **pool_options: Any) -> AsyncIterator[Context]:
+    ctx = await open_context(settings, **pool_options)
     try:
         yield ctx
     finally:

@@ -1,29 +1,23 @@
 """Publishing the outbox: committed side effects reach Celery, none is lost.
 
-After a command commits, ``OutboxDispatcher.dispatch`` publishes its rows from a worker
-thread (publishing blocks, and blocks long when the broker is down) and marks them
-published. The periodic relay (``relay_due``, run by the beat's ``relay_outbox`` task)
-publishes rows still unpublished after a few seconds, and again rows published long ago but
-never processed (a lost broker message). Tasks receive only the outbox id and are idempotent
-by it, so publishing twice is harmless.
+A command only commits its outbox rows. The relay (``workers.relay``, woken by Postgres at
+each commit, and beat's ``relay_outbox`` task as a second sweep) publishes them with
+``relay_due``: rows not yet published, and again rows published long ago but never processed
+(a lost broker message). Tasks receive only outbox ids and deliver each row once, so
+publishing twice is harmless.
 
-The publisher itself (Celery's ``send_task``) is handed in by the entry point
-(``api.main``, ``workers``): the domain knows only that it publishes rows.
+The publisher itself (Celery's ``send_task``) is handed in by the worker side: the domain
+knows only that it publishes rows.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
-from api import metrics
 from api.db import Pool
 from api.repositories import outbox
 from api.repositories.outbox import OutboxRow
-
-log = logging.getLogger("identity.outbox")
 
 Publish = Callable[[Sequence[OutboxRow]], None]
 """Publishes rows to the broker, each as a task carrying only its id; blocks."""
@@ -46,58 +40,3 @@ async def relay_due(
         total += len(rows)
         if len(rows) < batch:
             return total
-
-
-class OutboxDispatcher:
-    """Publishes committed outbox rows in the background, off the event loop.
-
-    ``dispatch`` returns at once. Rows of concurrent changes are coalesced: one flusher task
-    publishes whatever is queued in batches (one executor hop and one ``UPDATE`` per batch,
-    not per change). A failure (broker down) is logged and those rows wait for the periodic
-    relay; so do rows beyond ``max_queued``, and every row when there is no publisher. One
-    publishing thread keeps Celery's producer use single-threaded.
-    """
-
-    def __init__(
-        self, pool: Pool, publish: Publish | None, *, batch: int = 200, max_queued: int = 10_000
-    ) -> None:
-        self._pool = pool
-        self._publish = publish
-        self._batch = batch
-        self._max_queued = max_queued
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="outbox-publish")
-        self._queued: list[OutboxRow] = []
-        self._flusher: asyncio.Task[None] | None = None
-
-    def dispatch(self, rows: Sequence[OutboxRow]) -> None:
-        if not rows or self._publish is None:
-            return
-        if len(self._queued) < self._max_queued:
-            self._queued.extend(rows)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
-
-    async def _flush(self) -> None:
-        while self._queued:
-            batch, self._queued = self._queued[: self._batch], self._queued[self._batch :]
-            await self._publish_rows(batch)
-
-    async def _publish_rows(self, rows: list[OutboxRow]) -> None:
-        assert self._publish is not None
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self._executor, self._publish, rows)
-        except Exception as exc:  # broker down: the relay publishes later
-            metrics.OUTBOX_PUBLISH_FAILURES.inc(len(rows))
-            log.warning("outbox publish failed, relay will retry: %s", type(exc).__name__)
-            return
-        metrics.OUTBOX_PUBLISHED.inc(len(rows))
-        try:
-            await outbox.mark_published(self._pool, [r.id for r in rows])
-        except Exception as exc:
-            log.warning("outbox mark-published failed: %s", type(exc).__name__)
-
-    async def drain(self, timeout_s: float = 5.0) -> None:
-        if self._flusher is not None and not self._flusher.done():
-            await asyncio.wait({self._flusher}, timeout=timeout_s)
-        self._executor.shutdown(wait=False, cancel_futures=True)

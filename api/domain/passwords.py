@@ -10,7 +10,7 @@ The flow of ``change_password``, in the contract's order:
       update the row and its credentials version, record history, end the user's other
       sessions, insert the outbox rows; RETURNING sequence, commit time, resource owner;
       the new credentials version reaches Redis before the commit
-    → after commit: burn the code, publish the outbox rows, answer.
+    → after commit: burn the code, answer (the relay publishes the outbox rows).
 
 A policy failure or a failed write after a successful code claim releases the claim.
 """
@@ -152,7 +152,6 @@ async def change_password(
         await tokens.forget(ctx.redis, ctx.keys, change.revoked_digests)
     except Exception as exc:  # the code is void anyway: it predates the change
         log.warning("could not clean up after a change: %s", type(exc).__name__)
-    ctx.outbox.dispatch(change.outbox)
     metrics.PASSWORD_CHANGES.labels(branch.value).inc()
     return change.details
 
@@ -264,5 +263,4 @@ async def request_password_reset(
         await codes.burn_code(ctx.redis, ctx.keys, user_id=user.id)
         credentials.require_state(await users.get(ctx.pool, user.id), _RESET_STATES)
         raise UserNotFound()
-    ctx.outbox.dispatch(change.outbox)
     return change.details, (code if return_code else None)

@@ -1,6 +1,5 @@
 """The one place that builds the HTTP app: routes, error mapping, the context, OpenAPI,
-metrics. It publishes outbox rows with the publisher it is handed (``api.main`` hands it
-Celery's); without one, committed rows wait for the relay."""
+metrics. Commands only commit their outbox rows; the relay (``workers.relay``) publishes."""
 
 from __future__ import annotations
 
@@ -14,7 +13,6 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from api.domain.context import close_context, open_context
-from api.domain.outbox import Publish
 from api.http.errors import handle_exception
 from api.http.plugin import WirePlugin, empty_body_is_an_empty_object
 from api.http.routes import DEPENDENCIES, ROUTES
@@ -27,15 +25,15 @@ class IdentityPrometheusController(PrometheusController):
     path = "/metrics"
 
 
-def create_app(settings: Settings | None = None, *, publisher: Publish | None = None) -> Litestar:
-    """Build the app. ``publisher`` publishes committed outbox rows (None: the relay does)."""
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the app."""
     settings = settings or get_settings()
     if settings.uses_dev_secret:
         log.warning("IDENTITY_SECRET_KEY is the development default; set it in production")
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        app.state.ctx = await open_context(settings, publish=publisher)
+        app.state.ctx = await open_context(settings)
         try:
             yield
         finally:

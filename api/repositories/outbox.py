@@ -2,8 +2,8 @@
 
 A command's statement adds its outbox rows with ``insert`` (the CTE ``side_effects``), in
 the same statement that appends its event; after commit they are published to Celery
-(``api.domain.outbox``) and each task processes its row once (``lock_for_processing``,
-``mark_processed`` in the task's transaction). Tasks receive only the row's id.
+by the relay (``api.domain.outbox``), and a task delivers each row once (``lock_batch``,
+``mark_many_processed`` in its transaction). Tasks receive only row ids.
 """
 
 from __future__ import annotations
@@ -48,13 +48,6 @@ class OutboxItem(msgspec.Struct, frozen=True, kw_only=True):
     processed_at: datetime | None
 
 
-# What a statement that used ``insert`` selects, for ``rows_from``.
-INSERTED_COLUMNS = """
-(SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM side_effects) AS outbox_ids,
-(SELECT coalesce(array_agg(task ORDER BY id), '{}') FROM side_effects) AS outbox_tasks
-"""
-
-
 def insert(*, tasks: str, payloads: str) -> str:
     """The CTE ``side_effects``: one outbox row per (task, payload) for the event in ``ev``.
 
@@ -75,13 +68,6 @@ def arguments(rows: Sequence[NewOutboxRow]) -> tuple[list[str], list[str]]:
     return [r.task for r in rows], [msgspec.json.encode(r.payload).decode() for r in rows]
 
 
-def rows_from(record: Any) -> list[OutboxRow]:
-    """The rows a statement inserted (it selected ``INSERTED_COLUMNS``)."""
-    return [
-        OutboxRow(i, t) for i, t in zip(record["outbox_ids"], record["outbox_tasks"], strict=True)
-    ]
-
-
 _MARK_PUBLISHED = """
 UPDATE outbox SET published_at = clock_timestamp(), publish_count = publish_count + 1
 WHERE id = ANY($1::bigint[])
@@ -95,11 +81,6 @@ ORDER BY id
 LIMIT $3
 FOR UPDATE SKIP LOCKED
 """
-_LOCK_FOR_PROCESSING = """
-SELECT id, task, aggregate_id, event_sequence, payload, created_at, processed_at
-FROM outbox WHERE id = $1 FOR UPDATE
-"""
-_MARK_PROCESSED = "UPDATE outbox SET processed_at = clock_timestamp() WHERE id = $1"
 # A batch: the rows still to do, locked until the transaction ends, in id order (so that two
 # batches sharing rows cannot deadlock). A row another delivery holds is waited for, then
 # left out if that one processed it.
@@ -133,15 +114,6 @@ async def lock_due_for_relay(
     still unprocessed; locked (skipping rows another relay holds) until the transaction ends."""
     records = await conn.fetch(_DUE_FOR_RELAY, min_age_s, redeliver_after_s, limit)
     return [OutboxRow(r["id"], r["task"]) for r in records]
-
-
-async def lock_for_processing(conn: Connection, outbox_id: int) -> OutboxItem | None:
-    row = await conn.fetchrow(_LOCK_FOR_PROCESSING, outbox_id)
-    return OutboxItem(**dict(row)) if row else None
-
-
-async def mark_processed(conn: Connection, outbox_id: int) -> None:
-    await conn.execute(_MARK_PROCESSED, outbox_id)
 
 
 async def lock_batch(conn: Connection, outbox_ids: Sequence[int]) -> list[OutboxItem]:

@@ -20,7 +20,7 @@ from api.db import Connection, Pool
 from api.errors import OrganizationNotFound, UserIdTaken, UsernameTaken, UserNotFound
 from api.repositories import events, outbox
 from api.repositories.events import Details
-from api.repositories.outbox import NewOutboxRow, OutboxRow
+from api.repositories.outbox import NewOutboxRow
 
 ACTIVE, INACTIVE, LOCKED = "active", "inactive", "locked"
 HUMAN, MACHINE = "human", "machine"
@@ -76,11 +76,10 @@ class NewUserRow(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class UserChange(msgspec.Struct, frozen=True):
-    """A command's result: its details, the outbox rows to publish, and for a password change
-    the user's new credentials version and the token digests of the sessions it ended."""
+    """A command's result: its details, and for a password change the user's new credentials
+    version and the token digests of the sessions it ended."""
 
     details: Details
-    outbox: list[OutboxRow]
     credentials_version: int = 0
     revoked_digests: list[bytes] = []
 
@@ -230,7 +229,7 @@ WITH target AS (
     FROM ev WHERE u.id = ev.aggregate_id
     RETURNING u.id, u.credentials_version
 ), {side_effects}{also}
-SELECT ev.sequence, ev.created_at, ev.resource_owner, {outbox.INSERTED_COLUMNS},
+SELECT ev.sequence, ev.created_at, ev.resource_owner,
        (SELECT credentials_version FROM updated) AS credentials_version{returns}
 FROM ev
 """
@@ -313,7 +312,6 @@ async def _run(
         return None
     return UserChange(
         events.details_from(record),
-        outbox.rows_from(record),
         record["credentials_version"],
         list(record.get("revoked_digests") or ()),
     )

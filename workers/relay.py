@@ -1,0 +1,114 @@
+"""The outbox relay, its own process (``identity relay``, the Procfile's ``relay``).
+
+It publishes committed outbox rows as batched ``identity.deliver_emails`` tasks, so the API
+only commits its rows and answers. It is woken by Postgres (``LISTEN identity_outbox``, sent
+by a trigger at each commit that adds rows) and sweeps every ``relay_interval_s`` anyway, for
+a notification missed while it was not listening and for rows published long ago but never
+processed. Several relays may run at once: each locks the rows it publishes and skips rows
+another holds (``SKIP LOCKED``), so none is published twice by them. Postgres or the broker
+out of reach: it logs once, retries with backoff, and goes on when they are back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import asyncpg
+
+from api.domain.context import context
+from api.domain.outbox import relay_due
+from api.settings import Settings, get_settings
+from workers.celery_app import create_celery, publish_outbox_rows
+
+log = logging.getLogger("identity.relay")
+CHANNEL = "identity_outbox"
+
+
+async def relay_forever(settings: Settings, stop: asyncio.Event) -> None:
+    celery = create_celery(settings)
+    woken = asyncio.Event()
+    listener: asyncpg.Connection | None = None
+    backoff = 0.0
+    try:
+        async with context(settings, min_size=0, max_size=2) as ctx:
+            while not stop.is_set():
+                try:
+                    if listener is None or listener.is_closed():
+                        listener = await asyncpg.connect(settings.database_url)
+                        await listener.add_listener(CHANNEL, lambda *_: woken.set())
+                    woken.clear()
+                    published = await relay_due(
+                        ctx.pool,
+                        lambda rows: publish_outbox_rows(celery, rows),
+                        min_age_s=0,
+                        redeliver_after_s=settings.relay_redeliver_after_s,
+                    )
+                    if published:
+                        log.debug("published %d outbox rows", published)
+                    if backoff:
+                        log.warning("relay publishing again")
+                    backoff = 0.0
+                    wait = settings.relay_interval_s
+                except Exception as exc:  # Postgres or the broker out of reach
+                    if not backoff:
+                        log.warning("relay cannot publish (%s), retrying", type(exc).__name__)
+                    backoff = min(30.0, max(0.5, backoff * 2))
+                    wait = backoff
+                    if listener is not None and not listener.is_closed():
+                        listener.terminate()
+                    listener = None
+                await _first_of(woken, stop, wait_s=wait)
+    finally:
+        if listener is not None and not listener.is_closed():
+            await listener.close()
+        celery.close()
+
+
+async def _first_of(woken: asyncio.Event, stop: asyncio.Event, *, wait_s: float) -> None:
+    """Until rows are committed, the relay is stopped, or ``wait_s`` has passed."""
+    waiters = {asyncio.ensure_future(woken.wait()), asyncio.ensure_future(stop.wait())}
+    _, pending = await asyncio.wait(waiters, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in pending:
+        waiter.cancel()
+
+
+async def listening(settings: Settings) -> bool:
+    """Some relay is connected and listening (the container's health check)."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND query ILIKE $1",
+            f"LISTEN%{CHANNEL}%",
+        )
+    finally:
+        await conn.close()
+    return count > 0
+
+
+def main() -> None:
+    settings = get_settings()
+    if sys.argv[1:] == ["--check"]:
+        raise SystemExit(0 if asyncio.run(listening(settings)) else 1)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("relay listening on %s", CHANNEL)
+        await relay_forever(settings, stop)
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
