@@ -74,6 +74,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     # Outbox relay and Celery.
     relay_interval_s: float = 5.0
+    # After a commit wakes the relay, how long it lets further commits join the batch.
+    relay_gather_s: float = 0.2
     relay_min_age_s: float = 3.0
     # An outbox row published but not processed after this long is published again.
     relay_redeliver_after_s: float = 300.0

@@ -61,6 +61,10 @@ async def relay_forever(settings: Settings, stop: asyncio.Event) -> None:
                         listener.terminate()
                     listener = None
                 await _first_of(woken, stop, wait_s=wait)
+                if woken.is_set() and settings.relay_gather_s > 0:
+                    # Let the commits of the next moments join this one's batch: fewer,
+                    # larger tasks for the worker, at the cost of this much delay.
+                    await _first_of(asyncio.Event(), stop, wait_s=settings.relay_gather_s)
     finally:
         if listener is not None and not listener.is_closed():
             await listener.close()
