@@ -3,8 +3,10 @@ a password change made through the live API reaches the sink as one e-mail.
 
 Honcho runs in a temporary directory with ``-f <project>/Procfile``, so the Procfile's
 relative paths (``var/mail``, ``var/celerybeat-schedule``) land there, not in the project;
-the package is installed (editable), so ``celery -A workers`` and ``python -m`` find it.
-The broker is a private ``redis-server``; the database is the test run's.
+``scripts`` there links to the project's (``scripts/flower``, ``scripts/dev-only``); the
+package is installed (editable), so ``celery -A workers`` and ``python -m`` find it. As in
+``scripts/dev``, ``IDENTITY_ENV=development``: the mail sink runs only then, and Flower
+listens on 127.0.0.1. The broker is a private ``redis-server``; the database is the test run's.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pytest
 from api.settings import Settings
 from tests.conftest import TEST_OVERRIDES
 from tests.support import World
+from tests.test_ops_exposure import listening_addresses
 from tests.workers_support import BIN, ROOT, Broker, await_until, free_port, wait_until
 
 pytestmark = pytest.mark.slow
@@ -93,7 +96,7 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 
 
 def procfile_env(settings: Settings, broker: Broker, ports: dict[str, int]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IDENTITY_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IDENTITY_", "FLOWER_"))}
     identity: dict[str, object] = {
         "database_url": settings.database_url,
         "redis_url": settings.redis_url,
@@ -104,6 +107,7 @@ def procfile_env(settings: Settings, broker: Broker, ports: dict[str, int]) -> d
         **{k: v for k, v in TEST_OVERRIDES.items() if k != "secret_key"},
     }
     env.update({f"IDENTITY_{k.upper()}": str(v) for k, v in identity.items()})
+    env["IDENTITY_ENV"] = "development"  # as scripts/dev: the mail sink is development-only
     env.update({name: str(port) for name, port in ports.items()})
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONUNBUFFERED"] = "1"
@@ -125,6 +129,7 @@ async def test_honcho_runs_the_procfile_and_a_change_sends_its_email(
 ) -> None:
     ports = {"PORT": free_port(), "FLOWER_PORT": free_port(), "MAIL_PORT": free_port()}
     (tmp_path / "var").mkdir()
+    (tmp_path / "scripts").symlink_to(ROOT / "scripts")
     honcho = Honcho(tmp_path, procfile_env(base_settings, broker, ports))
     api = f"http://127.0.0.1:{ports['PORT']}"
     try:
@@ -143,6 +148,7 @@ async def test_honcho_runs_the_procfile_and_a_change_sends_its_email(
                 wait_until(functools.partial(answers, url), deadline - time.monotonic(), url, 0.3)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{honcho.tail()}") from None
+        assert listening_addresses(ports["FLOWER_PORT"]) == {"127.0.0.1"}
 
         async with httpx.AsyncClient(base_url=api, timeout=10) as http:
             world = World(http, base_settings)
