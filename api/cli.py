@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from api.domain import orgs, policies
+from api.domain import orgs, policies, tokens
 from api.domain.auth import ROLES
 from api.domain.context import Context, context
 from api.errors import OrganizationNotFound, ServiceError
@@ -48,8 +48,30 @@ async def cmd_org_create(ctx: Context, args: argparse.Namespace) -> None:
 
 
 async def cmd_token_create(ctx: Context, args: argparse.Namespace) -> None:
-    user_id, token = await orgs.create_machine_token(ctx=ctx, org_id=args.org, role=args.role)
-    _print({"userId": user_id, "token": token})
+    if args.expires_in is None:
+        user_id, token = await orgs.create_machine_token(ctx=ctx, org_id=args.org, role=args.role)
+        _print({"userId": user_id, "token": token})
+        return
+    expires_at = tokens.expiry_after(args.expires_in)
+    user_id, token = await orgs.create_machine_token(
+        ctx=ctx, org_id=args.org, role=args.role, expires_at=expires_at
+    )
+    _print({"userId": user_id, "token": token, "expiresAt": expires_at})
+
+
+async def cmd_token_list(ctx: Context, args: argparse.Namespace) -> None:
+    _print(await tokens.list_personal_access_tokens(ctx=ctx, org_id=args.org))
+
+
+async def cmd_token_revoke(ctx: Context, args: argparse.Namespace) -> None:
+    _print(await tokens.revoke_personal_access_token(ctx=ctx, token_id=args.token_id))
+
+
+def _duration(text: str) -> int:
+    try:
+        return tokens.parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 async def cmd_policy_show(ctx: Context, args: argparse.Namespace) -> None:
@@ -97,6 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
     token_create = token.add_parser("create", help="machine user with a role, and its PAT")
     token_create.add_argument("--org", required=True)
     token_create.add_argument("--role", required=True, choices=ROLES)
+    token_create.add_argument(
+        "--expires-in",
+        type=_duration,
+        metavar="DURATION",
+        help="the PAT stops working after this long: seconds, or e.g. 15m, 12h, 90d, 2w "
+        "(default: until revoked)",
+    )
+    token_list = token.add_parser("list", help="the PATs, without their secrets → {tokens}")
+    token_list.add_argument("--org", help="only the PATs of this organization's machine users")
+    token_revoke = token.add_parser("revoke", help="revoke a PAT: refused at once")
+    token_revoke.add_argument("token_id", metavar="TOKEN_ID", help="its id (see token list)")
 
     policy = sub.add_parser("policy", help="password policies").add_subparsers(
         dest="policy_command", required=True
@@ -126,6 +159,8 @@ _COMMANDS: dict[tuple[str, str | None], Command] = {
     ("bootstrap", None): cmd_bootstrap,
     ("org", "create"): cmd_org_create,
     ("token", "create"): cmd_token_create,
+    ("token", "list"): cmd_token_list,
+    ("token", "revoke"): cmd_token_revoke,
     ("policy", "show"): cmd_policy_show,
     ("policy", "set"): cmd_policy_set,
 }
@@ -139,6 +174,8 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.command != "migrate":  # migrations hold no secret
+        settings.require_secret_key(args.command)
     if args.command == "serve":
         cmd_serve(settings, args)
         return

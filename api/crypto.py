@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Sequence
 
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, MultiFernet
 
 
 def _fernet(secret_key: str) -> Fernet:
@@ -21,5 +22,7 @@ def encrypt(secret_key: str, plaintext: str) -> str:
     return _fernet(secret_key).encrypt(plaintext.encode()).decode()
 
 
-def decrypt(secret_key: str, token: str) -> str:
-    return _fernet(secret_key).decrypt(token.encode()).decode()
+def decrypt(secret_key: str | Sequence[str], token: str) -> str:
+    """Decrypt with the key, or the first of several keys (current, previous) that fits."""
+    keys = (secret_key,) if isinstance(secret_key, str) else tuple(secret_key)
+    return MultiFernet([_fernet(key) for key in keys]).decrypt(token.encode()).decode()

@@ -114,6 +114,13 @@ class UsernameTaken(AlreadyExists):
     error_id, default_message = "COMMAND-k2un8", "Username is already taken"
 
 
+class UsernameDomainReserved(InvalidArgument):
+    """A username ending in ``@<domain of another organization>`` (its login name would be
+    that organization's); ZITADEL's ``Errors.User.DomainNotAllowedAsUsername``."""
+
+    error_id, default_message = "COMMAND-SFd21", "Domain is already reserved and cannot be used"
+
+
 class UserIdTaken(AlreadyExists):
     error_id, default_message = "COMMAND-k4idX", "User already exists"
 
@@ -149,6 +156,13 @@ class PasswordNotSet(FailedPrecondition):
 
 class HashInvalid(InvalidArgument):
     error_id, default_message = "COMMAND-HashI", "Hashed password is invalid or unsupported"
+
+
+class EmailInvalid(InvalidArgument):
+    """Not one mailbox we could send to (``api.domain.emails``); ZITADEL's
+    ``Errors.User.Email.Invalid``."""
+
+    error_id, default_message = "EMAIL-599BI", "Email is invalid"
 
 
 class CodeNotFound(FailedPrecondition):

@@ -12,6 +12,8 @@ from typing import Any
 import msgspec
 
 ENV_PREFIX = "IDENTITY_"
+ENVIRONMENTS = ("development", "production")
+MIN_SECRET_BYTES = 32
 _DEV_SECRET = "dev-only-secret-change-me-0123456789abcdef"
 
 
@@ -21,14 +23,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     broker_url: str = "redis://127.0.0.1:6379/1"
     smtp_url: str = "smtp://127.0.0.1:8025"
     mail_from: str = "Identity <no-reply@identity.localhost>"
+    # "production" (the default) or "development". In production every process refuses to
+    # start without a secret key of its own (see ``require_secret_key``).
+    env: str = "production"
     # Keys HMACs of tokens and reset codes and encrypts codes in the outbox.
     secret_key: str = _DEV_SECRET
+    # The key before the last rotation: tokens, codes and queued e-mails made with it still
+    # verify (and tokens are re-keyed on use) until it is removed.
+    secret_key_previous: str = ""
     # Prefix of every Redis key, so several deployments (or test runs) share one Redis.
     redis_prefix: str = "idn:"
     # Public base URL of the login UI; the default reset link points there.
     public_url: str = "http://127.0.0.1:8080"
     # The link of a reset e-mail when the request names no urlTemplate ("" = from public_url).
     default_reset_url_template: str = ""
+    # Origins (comma-separated) a user asking for its own reset link may name in
+    # sendLink.urlTemplate ("" = the origin of public_url). Administrators may also name any
+    # https origin.
+    reset_link_origins: str = ""
 
     # argon2id, OWASP's recommended minimum.
     argon2_time_cost: int = 2
@@ -44,6 +56,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_command_timeout_s: float = 10.0
     redis_timeout_s: float = 1.0
     token_cache_ttl_s: int = 300
+    # Sessions stop working this long after their last use (idle) and after their creation
+    # (absolute), whatever their use; 0 disables each (docs/DECISIONS.md, "Session and token
+    # lifetimes (issue 10)").
+    session_idle_timeout_s: int = 24 * 3600
+    session_max_age_s: int = 30 * 24 * 3600
     max_body_bytes: int = 64 * 1024
     # Origins (comma-separated, e.g. "https://app.example.com") whose browser code may call
     # the Connect and gRPC-Web services; none by default.
@@ -62,6 +79,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     policy_code_expiry_seconds: int = 3600
     policy_notify_password_change: bool = True
     policy_reset_requests_per_hour: int = 5
+    policy_lockout_duration_seconds: int = 0
+    # How long a reset code stays claimed by the request that checked it (its write must
+    # come within this, or a later request may claim the code; the write is fenced anyway).
+    code_claim_ttl_ms: int = 30_000
 
     # Rate limits that are not per-organization policy.
     rate_failed_verifications_per_ip_per_minute: int = 100
@@ -105,12 +126,54 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         )
 
     @property
+    def trusted_reset_link_origins(self) -> tuple[str, ...]:
+        listed = tuple(o.strip() for o in self.reset_link_origins.split(",") if o.strip())
+        if listed:
+            return listed
+        parts = self.public_url.split("/")
+        return ("/".join(parts[:3]),) if len(parts) >= 3 else ()
+
+    @property
     def cors_origins(self) -> tuple[str, ...]:
         return tuple(o.strip() for o in self.cors_allowed_origins.split(",") if o.strip())
 
     @property
     def uses_dev_secret(self) -> bool:
         return self.secret_key == _DEV_SECRET
+
+    @property
+    def secret_keys(self) -> tuple[str, ...]:
+        """The keys that verify: the current one first, then the previous one (if any)."""
+        previous = self.secret_key_previous
+        return (self.secret_key, previous) if previous else (self.secret_key,)
+
+    def require_secret_key(self, process: str) -> None:
+        """Refuse to run ``process`` in production with the public development key or a
+        short one: with it, reset-code HMACs can be brute-forced offline and queued codes
+        decrypted. Exits with a message naming the variable."""
+        problems = []
+        if self.env not in ENVIRONMENTS:
+            problems.append(f"{ENV_PREFIX}ENV must be one of {', '.join(ENVIRONMENTS)}")
+        elif self.env == "production":
+            if self.uses_dev_secret:
+                problems.append(
+                    f"{ENV_PREFIX}SECRET_KEY is not set (the development default is public)"
+                )
+            elif len(self.secret_key.encode()) < MIN_SECRET_BYTES:
+                problems.append(f"{ENV_PREFIX}SECRET_KEY is shorter than {MIN_SECRET_BYTES} bytes")
+            previous = self.secret_key_previous
+            if previous and (previous == _DEV_SECRET or len(previous.encode()) < MIN_SECRET_BYTES):
+                problems.append(
+                    f"{ENV_PREFIX}SECRET_KEY_PREVIOUS is shorter than {MIN_SECRET_BYTES} bytes"
+                    " or the development default"
+                )
+        if problems:
+            raise SystemExit(
+                f"identity {process}: refusing to start in production: {'; '.join(problems)}."
+                f" Set {ENV_PREFIX}SECRET_KEY to {MIN_SECRET_BYTES}+ random bytes (e.g."
+                ' python -c "import secrets; print(secrets.token_urlsafe(48))"), or'
+                f" {ENV_PREFIX}ENV=development on a development machine."
+            )
 
 
 def settings_from_env(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

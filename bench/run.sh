@@ -68,6 +68,9 @@ export IDENTITY_DATABASE_URL=postgresql://root@127.0.0.1:5432/$RUN
 export IDENTITY_REDIS_PREFIX="$RUN:"
 export IDENTITY_BROKER_URL=redis://127.0.0.1:6379/$BROKER_DB
 export IDENTITY_LOG_LEVEL=WARNING
+# Production mode, with a key of the run's own (every process refuses the public default).
+export IDENTITY_ENV=production
+export IDENTITY_SECRET_KEY=${IDENTITY_SECRET_KEY:-$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')}
 # The benchmark measures hashing, not the per-user and per-address verification limits.
 export IDENTITY_RATE_VERIFICATIONS_PER_USER_PER_MINUTE=1000000
 export IDENTITY_RATE_FAILED_VERIFICATIONS_PER_IP_PER_MINUTE=1000000

@@ -70,6 +70,8 @@ def redis_prefix() -> Iterator[str]:
 # Test defaults: fast argon2 parameters (hash cost is measured in bench/, not in tests) and
 # address limits high enough that one test's failures never throttle another's.
 TEST_OVERRIDES: dict[str, Any] = {
+    # The development environment, as ./scripts/dev's (tests of production set it themselves).
+    "env": "development",
     "argon2_time_cost": 1,
     "argon2_memory_kib": 1024,
     "rate_failed_verifications_per_ip_per_minute": 100_000,

@@ -395,6 +395,8 @@ async def test_history_reuse(world: World) -> None:
         "example.com/reset?code={{.Code}}",  # no scheme
         "https:///reset?code={{.Code}}",  # http(s) without a host
         "{{.Code}}",  # not a URL at all
+        "myapp://reset?code={{.Code}}",  # only http(s) (issue 10)
+        "https://example.com:99999/reset?code={{.Code}}",  # a port out of range
     ],
 )
 async def test_bad_url_template(world: World, template: str) -> None:
@@ -407,7 +409,7 @@ async def test_bad_url_template(world: World, template: str) -> None:
     "template",
     [
         "https://example.com/reset?user={{.UserID}}&code={{.Code}}&org={{.OrgID}}",
-        "myapp://reset?code={{.Code}}",
+        "https://example.com:8443/{{.OrgID}}/reset#{{.Code}}",
     ],
 )
 async def test_good_url_template(world: World, template: str) -> None:

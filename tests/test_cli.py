@@ -370,6 +370,7 @@ async def test_policy_show_and_set(cli_db: CliDb, make_settings: Callable[..., S
         "code_expiry_seconds",
         "notify_password_change",
         "reset_requests_per_hour",
+        "lockout_duration_seconds",
     }
 
     changed = one_json_line(cli_db.run("policy", "set", "--org", org, "min_length=12", "history=3"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from celery.signals import worker_process_shutdown
+from celery.signals import beat_init, celeryd_init, worker_process_shutdown
 
 from api.settings import get_settings
 from workers import runtime
@@ -11,6 +11,18 @@ from workers.tasks import register
 
 app = create_celery(get_settings())
 register(app)
+
+
+@celeryd_init.connect
+def _refuse_dev_secret_worker(**_: object) -> None:
+    # Before the worker connects to anything (a SystemExit passes through Celery's signal
+    # dispatch, which only logs Exceptions).
+    get_settings().require_secret_key("worker")
+
+
+@beat_init.connect
+def _refuse_dev_secret_beat(**_: object) -> None:
+    get_settings().require_secret_key("beat")
 
 
 @worker_process_shutdown.connect

@@ -7,6 +7,8 @@ login), ``smtps://user:pass@host:465`` (implicit TLS).
 from __future__ import annotations
 
 import asyncio
+import email.errors
+import logging
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -14,8 +16,16 @@ from email.utils import make_msgid
 from html import escape
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from api.domain.notifications import PASSWORD_CHANGED, PASSWORD_RESET, DeliverBatch, Notice
+from api.domain.notifications import (
+    MESSAGE_INVALID,
+    PASSWORD_CHANGED,
+    PASSWORD_RESET,
+    DeliverBatch,
+    Notice,
+)
 from api.settings import Settings
+
+log = logging.getLogger("identity.mail")
 
 
 def build_message(
@@ -113,12 +123,16 @@ _MESSAGE_REFUSALS = (
     smtplib.SMTPDataError,
     smtplib.SMTPSenderRefused,
 )
+# A message that cannot be written out (a header that would not survive serialization): it
+# fails before anything of it is sent, the same way at every attempt.
+_UNWRITABLE = (ValueError, email.errors.MessageError)
 
 
 def send_batch(settings: Settings, messages: list[EmailMessage]) -> list[str | None]:
     """Send ``messages`` over one SMTP connection; for each, None (accepted) or why it was
-    refused (``smtp-550``). A failure of the connection itself raises: nothing of the batch
-    is known to be sent, and the caller retries the whole batch."""
+    refused (``smtp-550``, or ``message-invalid`` for one that cannot be written out). A
+    failure of the connection itself raises: nothing of the batch is known to be sent, and the
+    caller retries the whole batch."""
     outcomes: list[str | None] = []
     with _connect(settings) as client:
         for message in messages:
@@ -128,7 +142,15 @@ def send_batch(settings: Settings, messages: list[EmailMessage]) -> list[str | N
             except _MESSAGE_REFUSALS as exc:
                 outcomes.append(f"smtp-{_reply_code(exc)}")
                 client.rset()
+            except _UNWRITABLE as exc:  # raised before the message's MAIL FROM
+                _log_invalid(message["X-Identity-Outbox-Id"], exc)
+                outcomes.append(MESSAGE_INVALID)
     return outcomes
+
+
+def _log_invalid(outbox_id: object, exc: BaseException) -> None:
+    # The exception's type only: its text may quote the row's data.
+    log.warning("outbox row %s: no e-mail can be built (%s)", outbox_id, type(exc).__name__)
 
 
 def _reply_code(exc: smtplib.SMTPException) -> int:
@@ -139,13 +161,25 @@ def _reply_code(exc: smtplib.SMTPException) -> int:
 
 def deliverer(settings: Settings) -> DeliverBatch:
     """The domain's ``DeliverBatch`` over SMTP: compose, then send on one connection (SMTP
-    blocks: off the event loop)."""
+    blocks: off the event loop). A notice no e-mail can be composed for (e.g. a header with a
+    CR/LF from a row stored before addresses were validated) is ``MESSAGE_INVALID``: the
+    domain marks its row dead; the rest of the batch goes on."""
 
     async def deliver(notices: list[Notice]) -> list[str | None]:
-        messages = [compose(settings, notice) for notice in notices]
+        outcomes: list[str | None] = [MESSAGE_INVALID] * len(notices)
+        composed: list[tuple[int, EmailMessage]] = []
+        for index, notice in enumerate(notices):
+            try:
+                composed.append((index, compose(settings, notice)))
+            except _UNWRITABLE as exc:
+                _log_invalid(notice.outbox_id, exc)
         if settings.mail_task_delay_s > 0:  # fault tests kill a worker before it sends
             await asyncio.sleep(settings.mail_task_delay_s)
-        return await asyncio.to_thread(send_batch, settings, messages)
+        if composed:
+            sent = await asyncio.to_thread(send_batch, settings, [m for _, m in composed])
+            for (index, _), outcome in zip(composed, sent, strict=True):
+                outcomes[index] = outcome
+        return outcomes
 
     return deliver
 

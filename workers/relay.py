@@ -95,6 +95,7 @@ async def listening(settings: Settings) -> bool:
 
 def main() -> None:
     settings = get_settings()
+    settings.require_secret_key("relay")
     if sys.argv[1:] == ["--check"]:
         raise SystemExit(0 if asyncio.run(listening(settings)) else 1)
     logging.basicConfig(

@@ -8,6 +8,12 @@ so the next delivery sends them again (the documented at-most-once-more window).
 
 Sending is handed in (``DeliverBatch``): the domain says what to tell whom, the worker's
 mailer composes and sends it.
+
+A row no retry can deliver is dead at once rather than failing every attempt (and being
+republished by the relay every few minutes): an address ``api.domain.emails`` refuses (a row
+stored before addresses were validated, e.g. ``a@x, evil@y`` or one with a CR/LF), or a
+message the mailer cannot build. Its ``last_error`` says which (``address-invalid``,
+``message-invalid``), never the address or any text of the row.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import msgspec
 
 from api import crypto
 from api.db import Connection
+from api.domain import emails
 from api.domain.context import Context
 from api.domain.reset_links import render_url_template
 from api.errors import UserNotFound
@@ -30,6 +37,11 @@ log = logging.getLogger("identity.notifications")
 
 PASSWORD_CHANGED = "password_changed"
 PASSWORD_RESET = "password_reset"
+
+# Refusals no retry can cure: the row is dead at once.
+ADDRESS_INVALID = "address-invalid"  # the user's address is not one we send to
+MESSAGE_INVALID = "message-invalid"  # the mailer could not build the e-mail
+PERMANENT_REFUSALS = frozenset({ADDRESS_INVALID, MESSAGE_INVALID})
 
 
 class Notice(msgspec.Struct, frozen=True, kw_only=True):
@@ -45,7 +57,8 @@ class Notice(msgspec.Struct, frozen=True, kw_only=True):
 
 DeliverBatch = Callable[[list[Notice]], Awaitable[list[str | None]]]
 """Sends notices (one connection for all); for each, None when accepted, or the kind of the
-refusal (``smtp-550``). Raises when nothing could be sent (the connection failed)."""
+refusal (``smtp-550``; ``MESSAGE_INVALID`` when no e-mail could be built for it). Raises when
+nothing could be sent (the connection failed)."""
 
 # The event recorded for each kind of row once its e-mail went out, and the payload key that
 # names the change it belongs to.
@@ -61,20 +74,26 @@ async def deliver_batch(*, ctx: Context, outbox_ids: Sequence[int], deliver: Del
     The rows stay locked while their e-mails are sent, so a second delivery of the same ids
     skips them (or, after a crash before the commit, sends them once more); sent rows are
     recorded and marked processed together; a refused address counts a failed attempt for
-    its row alone, and past ``mail_max_attempts`` the row is dead. Returns a summary (what
-    Flower shows as the task's result)."""
+    its row alone, and past ``mail_max_attempts`` the row is dead; a row that can never be
+    delivered (``PERMANENT_REFUSALS``) is dead at once. Returns a summary (what Flower shows
+    as the task's result)."""
     async with ctx.pool.acquire() as conn, conn.transaction():
         items = await outbox.lock_batch(conn, outbox_ids)
         to_send: list[tuple[OutboxItem, User, Notice]] = []
         skipped: list[int] = []
+        sent: list[int] = []
+        failures: list[tuple[int, str]] = []
         for item in items:
-            notice = await _notice(ctx, conn, item)
+            try:
+                notice = await _notice(ctx, conn, item)
+            except _Undeliverable:
+                failures.append((item.id, ADDRESS_INVALID))
+                continue
             if notice is None:
                 skipped.append(item.id)
             else:
                 to_send.append((item, *notice))
         outcomes = await deliver([n for _, _, n in to_send]) if to_send else []
-        sent, failures = [], []
         for (item, user, _), outcome in zip(to_send, outcomes, strict=True):
             if outcome is None:
                 sent.append(item.id)
@@ -91,30 +110,41 @@ async def deliver_batch(*, ctx: Context, outbox_ids: Sequence[int], deliver: Del
                 failures.append((item.id, outcome))
         await outbox.mark_many_processed(conn, [*sent, *skipped])
         dead = await outbox.record_failures(
-            conn, failures, max_attempts=ctx.settings.mail_max_attempts
+            conn,
+            failures,
+            max_attempts=ctx.settings.mail_max_attempts,
+            permanent=PERMANENT_REFUSALS,
         )
     if failures:
         log.warning("%d of %d e-mails refused, %d rows now dead", len(failures), len(items), dead)
     return f"sent {len(sent)}, refused {len(failures)}, dead {dead}, skipped {len(skipped)}"
 
 
+class _Undeliverable(Exception):
+    """The row's address is not one any attempt could send to."""
+
+
 async def _notice(ctx: Context, conn: Connection, item: OutboxItem) -> tuple[User, Notice] | None:
-    """What to tell whom for a row; None when there is no one to tell any more."""
+    """What to tell whom for a row; None when there is no one to tell any more;
+    ``_Undeliverable`` when the address is not one we send to."""
     try:
         user = await users.get(conn, item.payload["userId"])
     except UserNotFound:
         return None  # removed since
     if not user.email:
         return None
+    to = emails.mail_address(user.email)
+    if to is None:
+        raise _Undeliverable()
     name = user.display_name or user.username
     if item.task == outbox.TASK_PASSWORD_RESET_EMAIL:
-        code = crypto.decrypt(ctx.settings.secret_key, item.payload["encryptedCode"])
+        code = crypto.decrypt(ctx.settings.secret_keys, item.payload["encryptedCode"])
         link = render_url_template(
             item.payload["urlTemplate"], user_id=user.id, code=code, org_id=user.org_id
         )
         notice = Notice(
-            kind=PASSWORD_RESET, to=user.email, name=name, outbox_id=item.id, link=link, code=code
+            kind=PASSWORD_RESET, to=to, name=name, outbox_id=item.id, link=link, code=code
         )
     else:
-        notice = Notice(kind=PASSWORD_CHANGED, to=user.email, name=name, outbox_id=item.id)
+        notice = Notice(kind=PASSWORD_CHANGED, to=to, name=name, outbox_id=item.id)
     return user, notice

@@ -4,17 +4,19 @@ Made from the command line (``identity bootstrap``, ``org create``, ``token crea
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 import msgspec
 
 from api.db import Connection, Pool
-from api.domain.auth import create_personal_access_token
+from api.domain.auth import create_personal_access_token, forget_user_tokens
 from api.domain.context import Context
 from api.domain.users import create_machine_user
 from api.errors import OrganizationNotFound
 from api.ids import new_id
 from api.repositories import orgs, users
 from api.repositories.orgs import Organization
+from api.repositories.users import ACTIVE, INACTIVE, LOCKED, Command
 
 _IAM_OWNER = "IAM_OWNER"
 _IAM_OWNER_USERNAME = "iam-owner"
@@ -59,19 +61,40 @@ async def bootstrap(*, ctx: Context) -> Bootstrapped:
         org = await orgs.get_default(conn)
         if org is None:
             org = await create_org(ctx=ctx, name="Default", is_default=True, db=conn)
-        user_id = await users.find_machine_user(
+        owner = await users.find_machine_user(
             conn, org_id=org.id, role=_IAM_OWNER, username=_IAM_OWNER_USERNAME
         )
-        if user_id is None:
+        restored = False
+        if owner is None:
             user_id = await create_machine_user(
                 ctx=ctx, org_id=org.id, role=_IAM_OWNER, username=_IAM_OWNER_USERNAME, db=conn
             )
+        else:
+            user_id = owner.id
+            if owner.removed or owner.state != ACTIVE:
+                # Locked, deactivated or removed (by whoever could): the instance's owner is
+                # the way back in, so bootstrap makes it active again.
+                await users.restore(
+                    conn,
+                    Command(
+                        user_id=user_id,
+                        states=(ACTIVE, INACTIVE, LOCKED),
+                        creator="bootstrap",
+                        payload={"reason": "bootstrap"},
+                    ),
+                )
+                restored = True
         token = await create_personal_access_token(ctx=ctx, user_id=user_id, db=conn)
+    if restored:
+        await forget_user_tokens(ctx=ctx, user_id=user_id)
     return Bootstrapped(org.id, user_id, token)
 
 
-async def create_machine_token(*, ctx: Context, org_id: str, role: str) -> tuple[str, str]:
-    """A new machine user with ``role`` in the organization, and its PAT."""
+async def create_machine_token(
+    *, ctx: Context, org_id: str, role: str, expires_at: datetime | None = None
+) -> tuple[str, str]:
+    """A new machine user with ``role`` in the organization, and its PAT (refused from
+    ``expires_at`` on; None: until revoked)."""
     async with ctx.pool.acquire() as conn, conn.transaction():
         if await orgs.get(conn, org_id) is None:
             raise OrganizationNotFound()
@@ -80,5 +103,7 @@ async def create_machine_token(*, ctx: Context, org_id: str, role: str) -> tuple
         await create_machine_user(
             ctx=ctx, org_id=org_id, role=role, username=username, user_id=user_id, db=conn
         )
-        token = await create_personal_access_token(ctx=ctx, user_id=user_id, db=conn)
+        token = await create_personal_access_token(
+            ctx=ctx, user_id=user_id, expires_at=expires_at, db=conn
+        )
     return user_id, token

@@ -2,7 +2,8 @@
 
 The flow of ``change_password``, in the contract's order:
 
-    rate limit (verification branches) → load user (404) → permission (403) → state (400)
+    load user (404) → permission (403) → state (400) → rate limit (verification branches:
+      the user's attempts, and a failure of the address reserved, given back on success)
     → verify: ``new == current`` before any hashing, then the current password (hash pool)
       or the reset code (one Lua call: check, count, claim)
     → policy: complexity, blocklist, history, breach → hash the new password (hash pool)
@@ -24,11 +25,11 @@ from typing import Any, NoReturn
 
 from api import crypto, metrics
 from api.domain import credentials
-from api.domain.auth import Principal, require_self_or_write, require_write
+from api.domain.auth import Principal, require_self_or_write_on, require_write_on
 from api.domain.context import Context
 from api.domain.policies import check_new_password, effective_policy
 from api.domain.reset_links import validate_url_template
-from api.errors import CodeInvalid, CodeNotFound, PasswordInvalid, PasswordUnchanged, UserNotFound
+from api.errors import CodeNotFound, PasswordInvalid, PasswordUnchanged, UserNotFound
 from api.repositories import codes, outbox, ratelimit, tokens, users
 from api.repositories.events import Details
 from api.repositories.outbox import NewOutboxRow
@@ -71,17 +72,21 @@ async def change_password(
     else:
         branch = Branch.ADMIN
 
-    if branch is not Branch.ADMIN:
-        await ratelimit.before_verification(
-            ctx.redis, ctx.keys, ctx.settings, user_id=user_id, client_ip=client_ip
-        )
     user = credentials.require_human(await users.get(ctx.pool, user_id))
     if branch is Branch.CURRENT_PASSWORD:
-        require_self_or_write(principal, user.id, user.org_id)
+        require_self_or_write_on(principal, user)
     elif branch is Branch.ADMIN:
-        require_write(principal, user.org_id)
+        require_write_on(principal, user)
+    if branch is Branch.CURRENT_PASSWORD:
+        user = await credentials.end_timed_lock(ctx=ctx, user=user)
     credentials.require_state(user, _ALLOWED_STATES[branch])
     policy = effective_policy(ctx.settings, user.policy_overrides)
+    # Charged only now: a caller refused above cannot spend the user's allowance.
+    verification = None
+    if branch is not Branch.ADMIN:
+        verification = await ratelimit.before_verification(
+            ctx.redis, ctx.keys, ctx.settings, user_id=user.id, client_ip=client_ip
+        )
 
     claim_id: str | None = None
     expected_hash: str | None = None
@@ -90,28 +95,20 @@ async def change_password(
         if new_password == current_password:
             raise PasswordUnchanged()
         await credentials.verify_password(
-            ctx=ctx,
-            user=user,
-            encoded=expected_hash,
-            password=current_password,
-            client_ip=client_ip,
+            ctx=ctx, user=user, encoded=expected_hash, password=current_password
         )
     elif verification_code is not None:
-        try:
-            claim_id = await codes.claim_code(
-                ctx.redis,
-                ctx.keys,
-                secret_key=ctx.settings.secret_key,
-                user_id=user.id,
-                code=verification_code,
-                max_tries=policy.max_code_attempts,
-                not_before_ms=user.password_changed_ms,
-            )
-        except (CodeInvalid, CodeNotFound):
-            await ratelimit.after_failed_verification(
-                ctx.redis, ctx.keys, ctx.settings, client_ip=client_ip
-            )
-            raise
+        # A wrong, unknown or expired code keeps the address's failure unit.
+        claim_id = await codes.claim_code(
+            ctx.redis,
+            ctx.keys,
+            secret_keys=ctx.settings.secret_keys,
+            user_id=user.id,
+            code=verification_code,
+            max_tries=policy.max_code_attempts,
+            credentials_version=user.credentials_version,
+            claim_ttl_ms=ctx.settings.code_claim_ttl_ms,
+        )
 
     try:
         await check_new_password(ctx=ctx, policy=policy, password=new_password, user_id=user.id)
@@ -130,6 +127,8 @@ async def change_password(
             creator=principal.user_id,
             payload=payload,
             expected_hash=expected_hash,
+            # The code was claimed at this version: fenced, it is used at most once.
+            expected_version=user.credentials_version if claim_id is not None else None,
             side_effects=side_effects,
         )
         change = await _write_change(
@@ -144,9 +143,14 @@ async def change_password(
     except BaseException:
         if claim_id is not None:
             await codes.release_claim(ctx.redis, ctx.keys, user_id=user.id, claim_id=claim_id)
+        if verification is not None:
+            with contextlib.suppress(Exception):
+                await verification.succeeded(ctx.redis)
         raise
 
     try:
+        if verification is not None:
+            await verification.succeeded(ctx.redis)
         await codes.burn_code(ctx.redis, ctx.keys, user_id=user.id)
         # Dead entries now (the version already refuses them): free the memory.
         await tokens.forget(ctx.redis, ctx.keys, change.revoked_digests)
@@ -191,6 +195,8 @@ async def _explain_lost_race(
     credentials.require_state(current, _ALLOWED_STATES[branch])
     if expected_hash is not None and current.password_hash != expected_hash:
         raise PasswordInvalid()
+    if branch is Branch.VERIFICATION_CODE:  # the password changed since the claim
+        raise CodeNotFound()
     raise UserNotFound()
 
 
@@ -205,12 +211,18 @@ async def request_password_reset(
     """Issue a new code (replacing the old); return it only for ``returnCode``."""
     user = credentials.require_human(await users.get(ctx.pool, user_id))
     if return_code:
-        require_write(principal, user.org_id)
+        require_write_on(principal, user)
     else:
-        require_self_or_write(principal, user.id, user.org_id)
+        require_self_or_write_on(principal, user)
     credentials.require_state(user, _RESET_STATES)
     if url_template is not None:
-        validate_url_template(url_template)
+        validate_url_template(
+            url_template,
+            trusted_origins=ctx.settings.trusted_reset_link_origins,
+            # An administrator's application may send its users anywhere https; a user
+            # acting on itself only to this service's own pages.
+            any_https=principal.may_write(user.org_id, user),
+        )
     policy = effective_policy(ctx.settings, user.policy_overrides)
     await ratelimit.enforce(
         ctx.redis,
@@ -226,6 +238,7 @@ async def request_password_reset(
         user_id=user.id,
         code=code,
         expiry_s=policy.code_expiry_seconds,
+        credentials_version=user.credentials_version,
     )
     side_effects: list[NewOutboxRow] = []
     payload: dict[str, Any] = {

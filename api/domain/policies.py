@@ -51,6 +51,8 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True):
     code_expiry_seconds: int
     notify_password_change: bool
     reset_requests_per_hour: int
+    # How long the lockout's lock lasts (0: until an administrator unlocks).
+    lockout_duration_seconds: int
 
 
 POLICY_KEYS: tuple[str, ...] = Policy.__struct_fields__
@@ -61,6 +63,7 @@ _LIMITS: dict[str, tuple[int, int]] = {
     "max_code_attempts": (1, 100),
     "code_expiry_seconds": (60, 7 * 24 * 3600),
     "reset_requests_per_hour": (0, 10_000),
+    "lockout_duration_seconds": (0, 365 * 24 * 3600),
 }
 
 

@@ -8,7 +8,7 @@ import msgspec
 from api.domain import credentials
 from api.domain.auth import Principal, new_token, token_digest
 from api.domain.context import Context
-from api.errors import NoPermission, PasswordInvalid, SessionNotFound
+from api.errors import NoPermission, PasswordInvalid, SessionNotFound, UserNotFound
 from api.ids import new_id
 from api.repositories import ratelimit, sessions, tokens, users
 from api.repositories.events import Details
@@ -31,19 +31,23 @@ async def create_session(
     client_ip: str,
 ) -> NewSession:
     """Log in: check the password, then a new session and its token (shown once)."""
-    if user_id is not None:
-        user = await users.get(ctx.pool, user_id)
-    else:
-        user = await users.find_by_login_name(ctx.pool, login_name or "")
-    credentials.require_human(user)
-    await ratelimit.before_verification(
+    try:
+        if user_id is not None:
+            user = await users.get(ctx.pool, user_id)
+        else:
+            user = await users.find_by_login_name(ctx.pool, login_name or "")
+        credentials.require_human(user)
+    except UserNotFound:
+        await ratelimit.unknown_login_name(ctx.redis, ctx.keys, ctx.settings, client_ip=client_ip)
+        raise
+    verification = await ratelimit.before_verification(
         ctx.redis, ctx.keys, ctx.settings, user_id=user.id, client_ip=client_ip
     )
+    user = await credentials.end_timed_lock(ctx=ctx, user=user)
     credentials.require_state(user, (ACTIVE,))
     encoded = credentials.password_hash_of(user)
-    await credentials.verify_password(
-        ctx=ctx, user=user, encoded=encoded, password=password, client_ip=client_ip
-    )
+    await credentials.verify_password(ctx=ctx, user=user, encoded=encoded, password=password)
+    await verification.succeeded(ctx.redis)
     if user.failed_password_attempts:
         await users.reset_failed_passwords(ctx.pool, user.id)
     if ctx.hasher.needs_rehash(encoded):

@@ -6,7 +6,14 @@ from __future__ import annotations
 import msgspec
 
 from api.db import Connection, Pool
-from api.domain.auth import Principal, forget_user_tokens, require_self_or_write, require_write
+from api.domain import emails
+from api.domain.auth import (
+    Principal,
+    forget_user_tokens,
+    require_self_or_write_on,
+    require_write,
+    require_write_on,
+)
 from api.domain.context import Context
 from api.domain.policies import check_new_password, get_policy
 from api.errors import (
@@ -55,8 +62,9 @@ class NewHuman(msgspec.Struct, frozen=True, kw_only=True):
 
 async def create_human(*, ctx: Context, principal: Principal, new: NewHuman) -> tuple[str, Details]:
     """Create a human user with a password (checked against the organization's policy), an
-    imported hash, or neither."""
+    imported hash, or neither. The e-mail address is stored normalized (``emails``)."""
     require_write(principal, new.org_id)
+    email = emails.normalize(new.email)
     password_hash: str | None = None
     if new.password is not None:
         policy = await get_policy(ctx=ctx, org_id=new.org_id)
@@ -73,11 +81,11 @@ async def create_human(*, ctx: Context, principal: Principal, new: NewHuman) -> 
             id=user_id,
             org_id=new.org_id,
             kind=HUMAN,
-            username=new.username or new.email or user_id,
+            username=new.username or email,
             given_name=new.given_name,
             family_name=new.family_name,
             display_name=new.display_name,
-            email=new.email,
+            email=email,
             email_verified=new.email_verified,
             password_hash=password_hash,
             password_change_required=new.change_required,
@@ -108,7 +116,7 @@ async def create_machine_user(
 
 async def get_user(*, ctx: Context, principal: Principal, user_id: str) -> User:
     user = await users.get(ctx.pool, user_id)
-    require_self_or_write(principal, user.id, user.org_id)
+    require_self_or_write_on(principal, user)
     return user
 
 
@@ -138,7 +146,7 @@ async def change_state(*, ctx: Context, principal: Principal, user_id: str, acti
     from_states, to_state, event_type = _TRANSITIONS[action]
     for _ in range(3):  # the row may change between the read and the guarded write
         user = await users.get(ctx.pool, user_id)
-        require_write(principal, user.org_id)
+        require_write_on(principal, user)
         if user.state not in from_states:
             _refuse_transition(action, user.state)
         command = Command(user_id=user_id, states=from_states, creator=principal.user_id)

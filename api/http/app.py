@@ -28,8 +28,9 @@ class IdentityPrometheusController(PrometheusController):
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the app."""
     settings = settings or get_settings()
+    settings.require_secret_key("api")
     if settings.uses_dev_secret:
-        log.warning("IDENTITY_SECRET_KEY is the development default; set it in production")
+        log.warning("IDENTITY_SECRET_KEY is the development default (IDENTITY_ENV=development)")
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

@@ -5,7 +5,8 @@ the policy's expiry, compared case-insensitively. One Lua script checks it, coun
 tries (the policy's limit burns it), tells expired from missing and *claims* it, so that of
 many concurrent requests with one valid code exactly one goes on. The claimer then either
 consumes the code (after the password change commits) or releases it (weak new password,
-failed write), so the user can retry. A claim left behind by a crashed process lapses.
+failed write), so the user can retry. A claim left behind by a crashed process lapses
+(``IDENTITY_CODE_CLAIM_TTL_MS``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import hmac
 import secrets
 import string
+from collections.abc import Sequence
 from enum import Enum
 
 from api.errors import CodeExpired, CodeInvalid, CodeNotFound
@@ -23,8 +25,6 @@ CODE_ALPHABET = string.ascii_uppercase + string.digits
 CODE_LENGTH = 6
 # Remember an expired code this long, so a late try says "expired", not "not found".
 _EXPIRED_MEMORY_MS = 24 * 3600 * 1000
-# A claim lapses after this long, should its holder die between claim and consume.
-CLAIM_TTL_MS = 30_000
 
 
 class CodeCheck(Enum):
@@ -40,27 +40,30 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[2])
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'mac', ARGV[1], 'exp', now + ttl, 'tries', 0, 'issued', now)
+redis.call('HSET', KEYS[1], 'mac', ARGV[1], 'exp', now + ttl, 'tries', 0, 'version', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ttl + tonumber(ARGV[3]))
 return now
 """
 )
 
-# ARGV: candidate mac, max tries, claim id, claim ttl ms, not-before ms (codes issued before
-# the user's last password change are void).
+# ARGV: candidate mac, max tries, claim id, claim ttl ms, the user's credentials version now,
+# the candidate's mac under the previous secret key ('' if none: a code issued before a key
+# rotation still works)
+# (a code issued at another version, i.e. before a password change since, is void). Only
+# Redis's clock judges expiry and claims; Postgres's state judges staleness.
 _CHECK_AND_CLAIM = LuaScript(
     """
-local h = redis.call('HMGET', KEYS[1], 'mac', 'exp', 'tries', 'claim', 'claim_until', 'issued')
+local h = redis.call('HMGET', KEYS[1], 'mac', 'exp', 'tries', 'claim', 'claim_until', 'version')
 if not h[1] then return 'missing' end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if tonumber(h[6]) < tonumber(ARGV[5]) then
+if h[6] ~= ARGV[5] then
   redis.call('DEL', KEYS[1])
   return 'missing'
 end
 if h[4] and tonumber(h[5]) > now then return 'missing' end
 if tonumber(h[2]) <= now then return 'expired' end
-if h[1] == ARGV[1] then
+if h[1] == ARGV[1] or (ARGV[6] ~= '' and h[1] == ARGV[6]) then
   redis.call('HSET', KEYS[1], 'claim', ARGV[3], 'claim_until', now + tonumber(ARGV[4]))
   return 'ok'
 end
@@ -91,34 +94,52 @@ def code_mac(secret_key: str, user_id: str, code: str) -> str:
 
 
 async def store_code(
-    redis: Redis, keys: Keys, *, secret_key: str, user_id: str, code: str, expiry_s: int
-) -> None:
-    """Store a new code for the user, replacing any earlier one."""
-    mac = code_mac(secret_key, user_id, code)
-    await _ISSUE(redis, [keys.reset_code(user_id)], (mac, expiry_s * 1000, _EXPIRED_MEMORY_MS))
-
-
-async def claim_code(
     redis: Redis,
     keys: Keys,
     *,
     secret_key: str,
     user_id: str,
     code: str,
+    expiry_s: int,
+    credentials_version: int,
+) -> None:
+    """Store a new code for the user, replacing any earlier one, bound to the user's
+    credentials version (a password change moves it: the code is void after)."""
+    mac = code_mac(secret_key, user_id, code)
+    await _ISSUE(
+        redis,
+        [keys.reset_code(user_id)],
+        (mac, expiry_s * 1000, _EXPIRED_MEMORY_MS, str(credentials_version)),
+    )
+
+
+async def claim_code(
+    redis: Redis,
+    keys: Keys,
+    *,
+    secret_keys: Sequence[str],
+    user_id: str,
+    code: str,
     max_tries: int,
-    not_before_ms: int,
+    credentials_version: int,
+    claim_ttl_ms: int,
 ) -> str:
-    """Verify and claim the user's code; return the claim id, or raise the contract's error."""
+    """Verify and claim the user's code (valid only at ``credentials_version``, the user's
+    as just read); return the claim id, or raise the contract's error. The claim lapses:
+    the write that follows must still find the user at that version (``Command``'s
+    ``expected_version``), so a claimer stalled past the lapse cannot use a code that a
+    second claimer used meanwhile."""
     claim_id = secrets.token_hex(16)
     result = await _CHECK_AND_CLAIM(
         redis,
         [keys.reset_code(user_id)],
         (
-            code_mac(secret_key, user_id, code),
+            code_mac(secret_keys[0], user_id, code),
             max(1, max_tries),
             claim_id,
-            CLAIM_TTL_MS,
-            not_before_ms,
+            max(1, claim_ttl_ms),
+            str(credentials_version),
+            code_mac(secret_keys[1], user_id, code) if len(secret_keys) > 1 else "",
         ),
     )
     outcome = CodeCheck(result.decode() if isinstance(result, bytes) else result)

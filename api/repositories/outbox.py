@@ -8,7 +8,7 @@ by the relay (``api.domain.outbox``), and a task delivers each row once (``lock_
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -93,10 +93,12 @@ FOR UPDATE
 _MARK_MANY_PROCESSED = """
 UPDATE outbox SET processed_at = clock_timestamp() WHERE id = ANY($1::bigint[])
 """
-# One more failed attempt each; past the budget ($3) the row is dead.
+# One more failed attempt each; past the budget ($3), or failed in a way no retry can cure
+# (an error kind in $4), the row is dead.
 _RECORD_FAILURES = """
 UPDATE outbox o SET attempts = o.attempts + 1, last_error = f.error,
-       dead_at = CASE WHEN o.attempts + 1 >= $3 THEN clock_timestamp() END
+       dead_at = CASE WHEN o.attempts + 1 >= $3 OR f.error = ANY($4::text[])
+                      THEN clock_timestamp() END
 FROM unnest($1::bigint[], $2::text[]) AS f(id, error)
 WHERE o.id = f.id
 RETURNING o.id, o.dead_at IS NOT NULL AS dead
@@ -128,12 +130,21 @@ async def mark_many_processed(conn: Connection, outbox_ids: Sequence[int]) -> No
 
 
 async def record_failures(
-    conn: Connection, failures: Sequence[tuple[int, str]], *, max_attempts: int
+    conn: Connection,
+    failures: Sequence[tuple[int, str]],
+    *,
+    max_attempts: int,
+    permanent: Collection[str] = (),
 ) -> int:
-    """Count a failed attempt for each (id, error kind); return how many rows are now dead."""
+    """Count a failed attempt for each (id, error kind); return how many rows are now dead.
+    A row whose error kind is in ``permanent`` is dead at once, whatever its attempts."""
     if not failures:
         return 0
     rows = await conn.fetch(
-        _RECORD_FAILURES, [f[0] for f in failures], [f[1] for f in failures], max_attempts
+        _RECORD_FAILURES,
+        [f[0] for f in failures],
+        [f[1] for f in failures],
+        max_attempts,
+        list(permanent),
     )
     return sum(1 for r in rows if r["dead"])

@@ -6,19 +6,23 @@ the exact wait, which becomes the 429's ``Retry-After``.
 
 from __future__ import annotations
 
+import ipaddress
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
+
+import msgspec
 
 from api.errors import RateLimited
 from api.kv import Keys, LuaScript, Redis, eval_many
 from api.settings import Settings
 
-Mode = Literal["hit", "peek", "record"]
+Mode = Literal["hit", "peek", "record", "refund"]
 
 # KEYS[1] the limit's key. ARGV: emission interval (ms), burst, mode.
-#   hit: take one unit if it fits; peek: only ask; record: take one unit regardless.
-# Returns 0 when allowed (or recorded), else the milliseconds until one unit fits.
+#   hit: take one unit if it fits; peek: only ask; record: take one unit regardless;
+#   refund: give back a unit taken by a hit (the attempt it reserved did not count).
+# Returns 0 when allowed (or recorded, or refunded), else the milliseconds until one unit fits.
 _GCRA = LuaScript(
     """
 local t = redis.call('TIME')
@@ -27,6 +31,13 @@ local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local mode = ARGV[3]
 local tat = tonumber(redis.call('GET', KEYS[1]))
+if mode == 'refund' then
+  if not tat then return 0 end
+  tat = tat - interval
+  if tat <= now then redis.call('DEL', KEYS[1])
+  else redis.call('SET', KEYS[1], tat, 'PX', tat - now) end
+  return 0
+end
 if (not tat) or tat < now then tat = now end
 if mode ~= 'record' then
   local allow_at = tat + interval - interval * burst
@@ -53,26 +64,53 @@ class Limit:
 
 
 async def enforce(redis: Redis, limits: list[Limit]) -> None:
-    """Check every limit in one round trip; raise ``RateLimited`` with the longest wait."""
+    """Check every limit in one round trip; raise ``RateLimited`` with the longest wait.
+
+    All or nothing: when one limit refuses, the units the others took are given back (the
+    keys live in different cluster slots, so one script cannot hold them all)."""
     active = [limit for limit in limits if limit.per_period > 0]
     if not active:
         return
-    waits = await eval_many(redis, [(_GCRA, [lim.key], lim.args()) for lim in active])
-    longest = max(int(w) for w in waits)
+    waits = [int(w) for w in await eval_many(redis, [_call(lim) for lim in active])]
+    longest = max(waits)
     if longest > 0:
+        taken = [lim for lim, wait in zip(active, waits, strict=True) if wait == 0]
+        await refund(redis, [lim for lim in taken if lim.mode in ("hit", "record")])
         raise RateLimited(retry_after=max(1, math.ceil(longest / 1000)))
 
 
-async def record(redis: Redis, limit: Limit) -> None:
-    if limit.per_period > 0:
-        await _GCRA(redis, [limit.key], (*limit.args()[:2], "record"))
+async def refund(redis: Redis, limits: list[Limit]) -> None:
+    """Give back the units ``enforce`` took for these limits."""
+    active = [replace(lim, mode="refund") for lim in limits if lim.per_period > 0]
+    if active:
+        await eval_many(redis, [_call(lim) for lim in active])
+
+
+def _call(limit: Limit) -> tuple[LuaScript, list[str], tuple[int, int, str]]:
+    return _GCRA, [limit.key], limit.args()
+
+
+def address_bucket(client_ip: str) -> str:
+    """What one client's address limits are keyed by: the IPv4 address, or the IPv6 /64 (one
+    subscriber's network; an attacker holds a whole /64 as easily as one address)."""
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return client_ip or "unknown"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 # --- the service's named limits ------------------------------------------------------------
 
 
-def failed_verifications_by_address(keys: Keys, address: str, per_minute: int, mode: Mode) -> Limit:
-    return Limit(keys.address_limit("fail", address), per_minute, 60, mode)
+def failed_verifications_by_address(
+    keys: Keys, client_ip: str, per_minute: int, mode: Mode = "hit"
+) -> Limit:
+    return Limit(keys.address_limit("fail", address_bucket(client_ip)), per_minute, 60, mode)
 
 
 def verifications_by_user(keys: Keys, user_id: str, per_minute: int) -> Limit:
@@ -83,28 +121,44 @@ def reset_requests_by_user(keys: Keys, user_id: str, per_hour: int) -> Limit:
     return Limit(keys.user_limit("reset", user_id), per_hour, 3600, "hit")
 
 
+class Verification(msgspec.Struct, frozen=True):
+    """The units one password or code check reserved: the user's attempt, and a failure of
+    the caller's address taken in advance (so that concurrent wrong tries cannot all pass a
+    check that only counts failures afterwards)."""
+
+    address_failure: Limit
+
+    async def succeeded(self, redis: Redis) -> None:
+        """The check passed: the address's failure unit goes back."""
+        await refund(redis, [self.address_failure])
+
+
 async def before_verification(
     redis: Redis, keys: Keys, settings: Settings, *, user_id: str, client_ip: str
+) -> Verification:
+    """Before checking a password or code, in one round trip: one of the user's attempts, and
+    one failure of the address, reserved (429 if either is exhausted). A failed check keeps
+    both; a passed one gives the failure back (``Verification.succeeded``)."""
+    address_failure = failed_verifications_by_address(
+        keys, client_ip, settings.rate_failed_verifications_per_ip_per_minute
+    )
+    user_attempt = verifications_by_user(
+        keys, user_id, settings.rate_verifications_per_user_per_minute
+    )
+    await enforce(redis, [user_attempt, address_failure])
+    return Verification(address_failure)
+
+
+async def unknown_login_name(
+    redis: Redis, keys: Keys, settings: Settings, *, client_ip: str
 ) -> None:
-    """Before checking a password or code: the user's attempts and the address's failures,
-    in one round trip."""
+    """A login named nobody: it counts as a failure of the address (429 once exhausted), so
+    guessing login names costs what guessing passwords does."""
     await enforce(
         redis,
         [
-            verifications_by_user(keys, user_id, settings.rate_verifications_per_user_per_minute),
             failed_verifications_by_address(
-                keys, client_ip, settings.rate_failed_verifications_per_ip_per_minute, "peek"
-            ),
+                keys, client_ip, settings.rate_failed_verifications_per_ip_per_minute
+            )
         ],
-    )
-
-
-async def after_failed_verification(
-    redis: Redis, keys: Keys, settings: Settings, *, client_ip: str
-) -> None:
-    await record(
-        redis,
-        failed_verifications_by_address(
-            keys, client_ip, settings.rate_failed_verifications_per_ip_per_minute, "record"
-        ),
     )

@@ -17,7 +17,13 @@ import asyncpg
 import msgspec
 
 from api.db import Connection, Pool
-from api.errors import OrganizationNotFound, UserIdTaken, UsernameTaken, UserNotFound
+from api.errors import (
+    OrganizationNotFound,
+    UserIdTaken,
+    UsernameDomainReserved,
+    UsernameTaken,
+    UserNotFound,
+)
 from api.repositories import events, outbox
 from api.repositories.events import Details
 from api.repositories.outbox import NewOutboxRow
@@ -46,16 +52,15 @@ class User(msgspec.Struct, frozen=True, kw_only=True):
     sequence: int
     created_at: datetime
     updated_at: datetime
+    # Moves with every password change (sessions and reset codes made before are void).
+    credentials_version: int = 0
+    # When the lockout's lock ends by itself (None: it does not).
+    locked_until: datetime | None = None
     policy_overrides: dict[str, Any] | None = None
 
     @property
     def preferred_login_name(self) -> str:
         return f"{self.username}@{self.org_domain}"
-
-    @property
-    def password_changed_ms(self) -> int:
-        changed = self.password_changed_at
-        return int(changed.timestamp() * 1000) if changed else 0
 
 
 class NewUserRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -90,7 +95,8 @@ _COLUMNS = """
 u.id, u.org_id, o.domain AS org_domain, u.kind, u.role, u.username, u.given_name,
 u.family_name, u.display_name, u.email, u.email_verified, u.state, u.password_hash,
 u.password_change_required, u.password_changed_at, u.failed_password_attempts, u.sequence,
-u.created_at, u.updated_at, p.settings AS policy_overrides
+u.created_at, u.updated_at, u.credentials_version, u.locked_until,
+p.settings AS policy_overrides
 """
 # The organization's policy overrides come with the user: a change needs both, in one read.
 _FROM = """
@@ -100,18 +106,42 @@ _GET_BY_ID = f"""
 SELECT {_COLUMNS} FROM {_FROM}
 WHERE u.id = $1 AND u.deleted_at IS NULL
 """
-# A login name is "username@org-domain" (unique) or a bare username (unique per organization;
-# ambiguous across organizations, so then it must be qualified).
+# A login name resolves in one organization at most (case-insensitively). When the text after
+# its last "@" is an organization's domain, it resolves in that organization only: the user
+# whose username is the text before (the preferred login name "username@domain"), else the one
+# whose username is the whole name (a username ending in its own organization's domain). A
+# user of another organization never answers to it. Otherwise the name is a bare username
+# (which may hold "@", e.g. "alice@example.com"): unique per organization, so ambiguous across
+# organizations (two rows: not found; then it must be qualified). Domains are stored in lower
+# case (``api.domain.orgs``), so the domain's unique index finds the organization.
 _GET_BY_LOGIN_NAME = f"""
+WITH login AS (
+    SELECT lower($1::text) AS whole,
+           substring(lower($1::text) from '^(.*)@[^@]+$') AS local_part,
+           substring(lower($1::text) from '@([^@]+)$') AS domain_part
+), org AS (
+    SELECT o.id, login.whole, login.local_part
+    FROM login JOIN organizations o ON o.domain = login.domain_part
+), candidates AS (
+    (SELECT u.id FROM users u JOIN org ON u.org_id = org.id
+     WHERE u.deleted_at IS NULL AND lower(u.username) IN (org.local_part, org.whole)
+     ORDER BY lower(u.username) = org.local_part DESC
+     LIMIT 1)
+    UNION ALL
+    (SELECT u.id FROM users u, login
+     WHERE u.deleted_at IS NULL AND lower(u.username) = login.whole
+       AND NOT EXISTS (SELECT 1 FROM org)
+     LIMIT 2)
+)
 SELECT {_COLUMNS} FROM {_FROM}
-WHERE u.deleted_at IS NULL AND (
-    (lower(u.username) = lower($1))
-    OR (lower(u.username) || '@' || o.domain = lower($1)))
-LIMIT 2
+WHERE u.id IN (SELECT id FROM candidates)
 """
+# The live one first; else the latest removed one (``identity bootstrap`` restores it).
 _FIND_MACHINE_USER = """
-SELECT id FROM users
-WHERE org_id = $1 AND kind = 'machine' AND role = $2 AND username = $3 AND deleted_at IS NULL
+SELECT id, state, deleted_at IS NOT NULL AS removed FROM users
+WHERE org_id = $1 AND kind = 'machine' AND role = $2 AND username = $3
+ORDER BY deleted_at IS NULL DESC, deleted_at DESC
+LIMIT 1
 """
 _RECENT_HASHES = """
 SELECT password_hash FROM password_history WHERE user_id = $1 ORDER BY sequence DESC LIMIT $2
@@ -136,11 +166,18 @@ async def find_by_login_name(db: Pool | Connection, login_name: str) -> User:
     return _user(rows[0])
 
 
+class MachineUser(msgspec.Struct, frozen=True):
+    id: str
+    state: str
+    removed: bool
+
+
 async def find_machine_user(
     db: Pool | Connection, *, org_id: str, role: str, username: str
-) -> str | None:
-    user_id: str | None = await db.fetchval(_FIND_MACHINE_USER, org_id, role, username)
-    return user_id
+) -> MachineUser | None:
+    """The organization's machine user with that role and username, removed or not."""
+    row = await db.fetchrow(_FIND_MACHINE_USER, org_id, role, username)
+    return MachineUser(row["id"], row["state"], row["removed"]) if row else None
 
 
 async def recent_password_hashes(db: Pool | Connection, user_id: str, limit: int) -> list[str]:
@@ -151,10 +188,18 @@ async def recent_password_hashes(db: Pool | Connection, user_id: str, limit: int
 # --- creation ---------------------------------------------------------------------------------
 
 
+# A username may not end in "@<domain of another organization>": as a login name it would be
+# that organization's (see ``_GET_BY_LOGIN_NAME``). Its own organization's domain is allowed.
+# Checked in the insert's statement against the organizations committed when it runs: one
+# created afterwards with such a domain takes the login name over (``docs/DECISIONS.md``).
 def _insert(event_type: str) -> str:
     return f"""
 WITH org AS (
     SELECT id, clock_timestamp() AS ts FROM organizations WHERE id = $1::jsonb->>'org_id'
+), reserved AS (
+    SELECT o.id FROM organizations o, org
+    WHERE o.domain = substring(lower($1::jsonb->>'username') from '@([^@]+)$')
+      AND o.id <> org.id
 ), u AS (
     INSERT INTO users (id, org_id, kind, role, username, given_name, family_name, display_name,
                        email, email_verified, password_hash, password_change_required,
@@ -164,6 +209,7 @@ WITH org AS (
            n.password_change_required,
            CASE WHEN n.password_hash IS NULL THEN NULL ELSE org.ts END, 1, org.ts, org.ts
     FROM jsonb_populate_record(NULL::users, $1::jsonb) AS n, org
+    WHERE NOT EXISTS (SELECT 1 FROM reserved)
     RETURNING id AS aggregate_id, sequence, org_id AS resource_owner, created_at,
               $2::jsonb AS payload, $3::text AS creator, password_hash
 ), {events.append("u", events.USER, event_type)}, history AS (
@@ -171,7 +217,9 @@ WITH org AS (
     SELECT aggregate_id, sequence, password_hash, created_at FROM u
     WHERE password_hash IS NOT NULL
 )
-SELECT sequence, created_at, resource_owner FROM ev
+SELECT sequence, created_at, resource_owner, false AS domain_reserved FROM ev
+UNION ALL
+SELECT NULL, NULL, NULL, true FROM reserved
 """
 
 
@@ -191,6 +239,8 @@ async def insert(db: Pool | Connection, row: NewUserRow, *, creator: str) -> Det
         raise UsernameTaken() from None
     if record is None:
         raise OrganizationNotFound()
+    if record["domain_reserved"]:
+        raise UsernameDomainReserved()
     return events.details_from(record)
 
 
@@ -206,19 +256,32 @@ class Command(msgspec.Struct, frozen=True, kw_only=True):
     creator: str
     payload: dict[str, Any] = {}
     expected_hash: str | None = None
+    # The credentials version the caller's check was made at (a reset code's): a password
+    # change since then voids the command.
+    expected_version: int | None = None
     side_effects: Sequence[NewOutboxRow] = ()
 
 
 # Parameters of every command's statement: $1 user id, $2 states, $3 expected hash (NULL: any),
-# $4 event payload, $5 creator, $6 and $7 the outbox rows' tasks and payloads; the command's
-# own values follow from $8.
-def _command(event_type: str, *, sets: str = "", also: str = "", returns: str = "") -> str:
+# $4 event payload, $5 creator, $6 and $7 the outbox rows' tasks and payloads, $8 expected
+# credentials version (NULL: any); the command's own values follow from $9.
+def _command(
+    event_type: str,
+    *,
+    sets: str = "",
+    also: str = "",
+    returns: str = "",
+    removed_too: bool = False,
+    where: str = "",
+) -> str:
     side_effects = outbox.insert(tasks="$6::text[]", payloads="$7::text[]")
+    live = ("" if removed_too else " AND deleted_at IS NULL") + where
     return f"""
 WITH target AS (
     SELECT id, org_id, sequence FROM users
-    WHERE id = $1 AND deleted_at IS NULL AND state = ANY($2::text[])
+    WHERE id = $1{live} AND state = ANY($2::text[])
       AND ($3::text IS NULL OR password_hash = $3::text)
+      AND ($8::bigint IS NULL OR credentials_version = $8::bigint)
     FOR UPDATE
 ), next AS (
     SELECT id AS aggregate_id, sequence + 1 AS sequence, org_id AS resource_owner,
@@ -235,7 +298,7 @@ FROM ev
 """
 
 
-# A password change also ends the user's sessions ($10: but the one that made the change,
+# A password change also ends the user's sessions ($11: but the one that made the change,
 # which moves to the new credentials version; a session on an older version is no longer
 # accepted, so one inserted concurrently and missed here is dead all the same).
 _ENDED_SESSIONS = events.append(
@@ -244,22 +307,22 @@ _ENDED_SESSIONS = events.append(
 _CHANGE_PASSWORD = _command(
     events.PASSWORD_CHANGED,
     sets="""
-        , password_hash = $8, password_change_required = $9,
+        , password_hash = $9, password_change_required = $10,
         password_changed_at = ev.created_at, failed_password_attempts = 0,
         credentials_version = u.credentials_version + 1""",
     also=f"""
 , history AS (
     INSERT INTO password_history (user_id, sequence, password_hash, created_at)
-    SELECT aggregate_id, sequence, $8, created_at FROM ev
+    SELECT aggregate_id, sequence, $9, created_at FROM ev
 ), kept AS (
     UPDATE sessions s SET credentials_version = updated.credentials_version
     FROM updated
-    WHERE s.id = $10::text AND s.user_id = updated.id AND s.revoked_at IS NULL
+    WHERE s.id = $11::text AND s.user_id = updated.id AND s.revoked_at IS NULL
 ), ended AS (
     UPDATE sessions s SET revoked_at = ev.created_at, sequence = s.sequence + 1
     FROM ev
     WHERE s.user_id = ev.aggregate_id AND s.revoked_at IS NULL
-      AND s.id IS DISTINCT FROM $10::text
+      AND s.id IS DISTINCT FROM $11::text
     RETURNING s.id AS aggregate_id, s.sequence, ev.resource_owner, ev.created_at,
               '{{"reason": "password changed"}}'::jsonb AS payload, 'system'::text AS creator,
               s.token_hash
@@ -275,9 +338,9 @@ def _state_change(event_type: str) -> str:
     return _command(
         event_type,
         sets=f"""
-        , state = $8::text, deleted_at = {removed_at},
+        , state = $9::text, deleted_at = {removed_at}, locked_until = NULL,
         failed_password_attempts =
-            CASE WHEN $8::text = 'active' THEN 0 ELSE u.failed_password_attempts END""",
+            CASE WHEN $9::text = 'active' THEN 0 ELSE u.failed_password_attempts END""",
     )
 
 
@@ -293,6 +356,31 @@ _STATE_CHANGES = {
 }
 
 
+# ``identity bootstrap``: the instance's owner, whatever was done to it, is active again.
+_RESTORE = _command(
+    events.USER_REACTIVATED,
+    sets="""
+        , state = 'active', deleted_at = NULL, failed_password_attempts = 0,
+        locked_until = NULL""",
+    removed_too=True,
+)
+# The lockout's lock ($9: its duration in seconds, 0 = until an administrator unlocks).
+_LOCK_OUT = _command(
+    events.USER_LOCKED,
+    sets="""
+        , state = 'locked',
+        locked_until = CASE WHEN $9::int > 0
+                            THEN ev.created_at + make_interval(secs => $9::int) END""",
+)
+# A timed lock whose time is up ends at the next attempt (Postgres's clock judges both ends).
+_UNLOCK_EXPIRED = _command(
+    events.USER_UNLOCKED,
+    sets="""
+        , state = 'active', locked_until = NULL, failed_password_attempts = 0""",
+    where=" AND locked_until <= clock_timestamp()",
+)
+
+
 async def _run(
     db: Pool | Connection, statement: str, command: Command, *values: Any
 ) -> UserChange | None:
@@ -306,6 +394,7 @@ async def _run(
         command.payload,
         command.creator,
         *outbox.arguments(command.side_effects),
+        command.expected_version,
         *values,
     )
     if record is None:
@@ -328,6 +417,24 @@ async def change_password(
     """``user.human.password.changed``: set the hash, record it in the history, move the
     credentials version and end every session of the user but ``keep_session_id``."""
     return await _run(db, _CHANGE_PASSWORD, command, new_hash, change_required, keep_session_id)
+
+
+async def lock_out(db: Pool | Connection, command: Command, *, duration_s: int) -> Details | None:
+    """``user.locked`` by the lockout, for ``duration_s`` (0: until an administrator unlocks)."""
+    change = await _run(db, _LOCK_OUT, command, duration_s)
+    return change.details if change else None
+
+
+async def unlock_expired(db: Pool | Connection, command: Command) -> Details | None:
+    """``user.unlocked`` if the user's timed lock is over (None: locked still, or not)."""
+    change = await _run(db, _UNLOCK_EXPIRED, command)
+    return change.details if change else None
+
+
+async def restore(db: Pool | Connection, command: Command) -> Details | None:
+    """Make a locked, inactive or removed user active again (``user.reactivated``)."""
+    change = await _run(db, _RESTORE, command)
+    return change.details if change else None
 
 
 async def add_password_code(db: Pool | Connection, command: Command) -> UserChange | None:
