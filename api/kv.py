@@ -64,9 +64,13 @@ class LuaScript:
             return await client.eval(self.source, len(keys), *keys, *args)
 
 
-async def eval_many(
-    client: aioredis.Redis, calls: Sequence[tuple[LuaScript, Sequence[str], Sequence[Any]]]
-) -> list[Any]:
+# DEL as a script, so a deletion joins other script calls in ``eval_many``'s one round trip.
+DELETE = LuaScript("return redis.call('DEL', unpack(KEYS))")
+
+ScriptCall = tuple[LuaScript, Sequence[str], Sequence[Any]]
+
+
+async def eval_many(client: aioredis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
     """Run several script calls in one round trip (a non-transactional pipeline).
 
     The keys of different calls may live in different cluster slots; each call's own keys

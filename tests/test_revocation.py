@@ -96,7 +96,7 @@ async def test_no_version_in_redis_no_change(world: World, monkeypatch: pytest.M
     async def unreachable(*_: Any, **__: Any) -> None:
         raise redis.exceptions.ConnectionError("Redis is down")
 
-    monkeypatch.setattr(tokens, "set_credentials_version", unreachable)
+    monkeypatch.setattr(tokens, "raise_credentials_version", unreachable)
     response = await change(world, admin, user.user_id, NEW)
     assert_error(response, 503, 14, "SERVER-Unav1", "Service unavailable")
     monkeypatch.undo()

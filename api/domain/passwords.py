@@ -7,11 +7,14 @@ The flow of ``change_password``, in the contract's order:
     → verify: ``new == current`` before any hashing, then the current password (hash pool)
       or the reset code (one Lua call: check, count, claim)
     → policy: complexity, blocklist, history, breach → hash the new password (hash pool)
-    → ONE statement (``users.change_password``): lock the user row, append the event,
-      update the row and its credentials version, record history, end the user's other
-      sessions, insert the outbox rows; RETURNING sequence, commit time, resource owner;
-      the new credentials version reaches Redis before the commit
-    → after commit: burn the code, answer (the relay publishes the outbox rows).
+    → the next credentials version to Redis (forward only), then ONE autocommit statement
+      (``users.change_password``), guarded by the version the checks read: lock the user
+      row, append the event, update the row and move its credentials version, record
+      history, end the user's other sessions, insert the outbox rows; RETURNING sequence,
+      commit time, resource owner
+    → after commit, in one Redis round trip: give the address's failure unit back, burn the
+      code, drop the ended sessions' cache entries; answer (the relay publishes the outbox
+      rows).
 
 A policy failure or a failed write after a successful code claim releases the claim.
 """
@@ -20,8 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import logging
-from typing import Any, NoReturn
+from typing import Any
+
+import msgspec
 
 from api import crypto, metrics
 from api.domain import credentials
@@ -30,6 +36,7 @@ from api.domain.context import Context
 from api.domain.policies import check_new_password, effective_policy
 from api.domain.reset_links import validate_url_template
 from api.errors import CodeNotFound, PasswordInvalid, PasswordUnchanged, UserNotFound
+from api.kv import eval_many
 from api.repositories import codes, outbox, ratelimit, tokens, users
 from api.repositories.events import Details
 from api.repositories.outbox import NewOutboxRow
@@ -127,19 +134,17 @@ async def change_password(
             creator=principal.user_id,
             payload=payload,
             expected_hash=expected_hash,
-            # The code was claimed at this version: fenced, it is used at most once.
-            expected_version=user.credentials_version if claim_id is not None else None,
             side_effects=side_effects,
         )
         change = await _write_change(
             ctx=ctx,
+            user=user,
+            branch=branch,
             command=command,
             new_hash=new_hash,
             change_required=change_required,
             keep_session_id=principal.session_id,
         )
-        if change is None:
-            await _explain_lost_race(ctx=ctx, user=user, branch=branch, expected_hash=expected_hash)
     except BaseException:
         if claim_id is not None:
             await codes.release_claim(ctx.redis, ctx.keys, user_id=user.id, claim_id=claim_id)
@@ -149,12 +154,17 @@ async def change_password(
         raise
 
     try:
-        if verification is not None:
-            await verification.succeeded(ctx.redis)
-        await codes.burn_code(ctx.redis, ctx.keys, user_id=user.id)
-        # Dead entries now (the version already refuses them): free the memory.
-        await tokens.forget(ctx.redis, ctx.keys, change.revoked_digests)
-    except Exception as exc:  # the code is void anyway: it predates the change
+        # One round trip: the address's failure unit back, the code burnt (void anyway: its
+        # version is past), the ended sessions' cache entries gone (refused anyway).
+        await eval_many(
+            ctx.redis,
+            [
+                *(verification.refund_calls() if verification is not None else ()),
+                codes.burn_call(ctx.keys, user_id=user.id),
+                *tokens.forget_calls(ctx.keys, change.revoked_digests),
+            ],
+        )
+    except Exception as exc:
         log.warning("could not clean up after a change: %s", type(exc).__name__)
     metrics.PASSWORD_CHANGES.labels(branch.value).inc()
     return change.details
@@ -163,40 +173,46 @@ async def change_password(
 async def _write_change(
     *,
     ctx: Context,
+    user: User,
+    branch: Branch,
     command: Command,
     new_hash: str,
     change_required: bool,
     keep_session_id: str | None,
-) -> UserChange | None:
-    """The change's one statement, and the user's new credentials version in Redis before it
-    commits: once the change answers, no principal cached before it is served. If Redis
-    cannot take the version, nothing is committed (a 503, never a change whose old sessions
-    a stale cache entry could still serve)."""
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        change = await users.change_password(
-            conn,
-            command,
-            new_hash=new_hash,
-            change_required=change_required,
-            keep_session_id=keep_session_id,
-        )
-        if change is not None:
-            await tokens.set_credentials_version(
-                ctx.redis, ctx.keys, command.user_id, change.credentials_version
-            )
-    return change
+) -> UserChange:
+    """The change's one statement, with the user's new credentials version in Redis before
+    it commits: once the change answers, no principal cached before it is served. If Redis
+    cannot take the version, nothing is written (a 503).
 
-
-async def _explain_lost_race(
-    *, ctx: Context, user: User, branch: Branch, expected_hash: str | None
-) -> NoReturn:
-    """The user changed between the checks and the write: say what changed."""
+    Usually two round trips: the next version to Redis, then the statement in autocommit,
+    guarded by the version the checks read. If the user changed meanwhile, it writes
+    nothing: the verification branches answer that their proof is stale; an administrator's
+    set is made again inside a transaction that holds the row while Redis learns the version
+    it actually made."""
+    version = user.credentials_version
+    await tokens.raise_credentials_version(ctx.redis, ctx.keys, user.id, version + 1)
+    write = functools.partial(
+        users.change_password,
+        new_hash=new_hash,
+        change_required=change_required,
+        keep_session_id=keep_session_id,
+    )
+    change = await write(ctx.pool, msgspec.structs.replace(command, expected_version=version))
+    if change is None and branch is Branch.ADMIN:
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            change = await write(conn, command)
+            if change is not None:
+                await tokens.raise_credentials_version(
+                    ctx.redis, ctx.keys, user.id, change.credentials_version
+                )
+    if change is not None:
+        return change
     current = await users.get(ctx.pool, user.id)
     credentials.require_state(current, _ALLOWED_STATES[branch])
-    if expected_hash is not None and current.password_hash != expected_hash:
-        raise PasswordInvalid()
-    if branch is Branch.VERIFICATION_CODE:  # the password changed since the claim
-        raise CodeNotFound()
+    if command.expected_hash is not None and current.password_hash != command.expected_hash:
+        raise PasswordInvalid()  # another change came first: the current password is stale
+    if branch is Branch.VERIFICATION_CODE:
+        raise CodeNotFound()  # the code was claimed at a version that is gone
     raise UserNotFound()
 
 

@@ -14,7 +14,7 @@ from typing import Literal
 import msgspec
 
 from api.errors import RateLimited
-from api.kv import Keys, LuaScript, Redis, eval_many
+from api.kv import Keys, LuaScript, Redis, ScriptCall, eval_many
 from api.settings import Settings
 
 Mode = Literal["hit", "peek", "record", "refund"]
@@ -86,7 +86,7 @@ async def refund(redis: Redis, limits: list[Limit]) -> None:
         await eval_many(redis, [_call(lim) for lim in active])
 
 
-def _call(limit: Limit) -> tuple[LuaScript, list[str], tuple[int, int, str]]:
+def _call(limit: Limit) -> ScriptCall:
     return _GCRA, [limit.key], limit.args()
 
 
@@ -131,6 +131,11 @@ class Verification(msgspec.Struct, frozen=True):
     async def succeeded(self, redis: Redis) -> None:
         """The check passed: the address's failure unit goes back."""
         await refund(redis, [self.address_failure])
+
+    def refund_calls(self) -> list[ScriptCall]:
+        """``succeeded`` as script calls for ``eval_many``."""
+        limit = self.address_failure
+        return [_call(replace(limit, mode="refund"))] if limit.per_period > 0 else []
 
 
 async def before_verification(

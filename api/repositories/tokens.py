@@ -16,7 +16,7 @@ from typing import Any, cast
 import msgspec
 
 from api.db import Connection, Pool
-from api.kv import Keys, LuaScript, Redis
+from api.kv import DELETE, Keys, LuaScript, Redis, ScriptCall
 
 _INSERT_PAT = """
 INSERT INTO personal_access_tokens (id, user_id, token_hash, expires_at) VALUES ($1, $2, $3, $4)
@@ -198,9 +198,21 @@ async def credentials_version(redis: Redis, keys: Keys, user_id: str) -> int | N
     return int(value) if value is not None else None
 
 
-async def set_credentials_version(redis: Redis, keys: Keys, user_id: str, version: int) -> None:
-    """The user's current version: entries tagged with another are no longer served."""
-    await redis.set(keys.credentials(user_id), version)
+# Only ever forward: a late writer of an older version must not make entries of a version
+# a newer change revoked servable again.
+_RAISE_VERSION = LuaScript(
+    """
+local current = tonumber(redis.call('GET', KEYS[1]))
+if (not current) or current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 0
+"""
+)
+
+
+async def raise_credentials_version(redis: Redis, keys: Keys, user_id: str, version: int) -> None:
+    """The user's version from now on (unless Redis already has a newer one): entries tagged
+    with an older one are no longer served."""
+    await _RAISE_VERSION(redis, [keys.credentials(user_id)], (version,))
 
 
 async def remember_credentials_version(
@@ -209,6 +221,12 @@ async def remember_credentials_version(
     """Record the version read from Postgres where Redis has none (never over a newer one a
     change wrote meanwhile)."""
     await redis.set(keys.credentials(user_id), version, nx=True)
+
+
+def forget_calls(keys: Keys, digests: Sequence[bytes]) -> list[ScriptCall]:
+    """``forget`` as script calls for ``eval_many`` (one per key: they live in different
+    cluster slots)."""
+    return [(DELETE, [keys.token(d.hex())], ()) for d in digests]
 
 
 async def forget(redis: Redis, keys: Keys, digests: Sequence[bytes]) -> None:
