@@ -1,15 +1,20 @@
 """Password hashing in a bounded thread pool; the event loop never hashes.
 
 argon2-cffi and bcrypt release the GIL, so a pool with one thread per core hashes in
-parallel. When more than ``hash_queue_limit`` hashes are waiting, a request is refused at
-once (503 ``SERVER-0verl``) rather than queued without bound. The synchronous entry points
+parallel. Admission is bounded twice, and a refusal is immediate (503 ``SERVER-0verl`` with
+``Retry-After``) rather than a queue without bound: by count (``hash_queue_limit`` waiting),
+and by time — a hash whose expected wait (the hashes ahead of it per thread times the recent
+hash time, an exponential average) exceeds ``hash_max_wait_s`` is refused, so admitted
+requests wait a bounded time whatever the hash parameters. The synchronous entry points
 refuse to run on an event-loop thread, so a slip is a loud error, not a stalled server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -77,7 +82,13 @@ class PasswordHasher:
         self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="hash")
         # In flight = running + waiting; more than threads + queue limit is an overload.
         self._capacity = self._threads + settings.hash_queue_limit
+        self._max_wait_s = settings.hash_max_wait_s
         self._in_flight = 0
+        # Recent seconds per hash (exponential average), updated by the hashing threads;
+        # started from one hash now, so the first burst is judged too.
+        started = time.perf_counter()
+        self._argon2.hash("calibration")
+        self._hash_s = time.perf_counter() - started
         self._guard = threading.Lock()
 
     # --- synchronous primitives (worker threads only) ------------------------------------
@@ -121,16 +132,30 @@ class PasswordHasher:
     def in_flight(self) -> int:
         return self._in_flight
 
+    def expected_wait_s(self) -> float:
+        """How long a hash submitted now would wait for a thread."""
+        ahead = self._in_flight - self._threads + 1
+        return max(0, ahead) / self._threads * self._hash_s
+
+    def _timed(self, fn: Callable[..., T], *args: str) -> T:
+        started = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            elapsed = time.perf_counter() - started
+            with self._guard:
+                self._hash_s = 0.8 * self._hash_s + 0.2 * elapsed
+
     async def _submit(self, fn: Callable[..., T], *args: str) -> T:
         with self._guard:
-            if self._in_flight >= self._capacity:
+            if self._in_flight >= self._capacity or self.expected_wait_s() > self._max_wait_s:
                 metrics.HASH_OVERLOAD_REJECTIONS.inc()
-                raise Overloaded(retry_after=1)
+                raise Overloaded(retry_after=max(1, math.ceil(self.expected_wait_s())))
             self._in_flight += 1
         metrics.HASHES_IN_FLIGHT.inc()
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, fn, *args)
+            return await loop.run_in_executor(self._executor, self._timed, fn, *args)
         finally:
             metrics.HASHES_IN_FLIGHT.dec()
             with self._guard:

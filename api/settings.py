@@ -49,6 +49,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Threads that hash (0: one per core) and how many hashes may wait before a 503.
     hash_workers: int = 0
     hash_queue_limit: int = 64
+    # ... and how long a hash may be expected to wait for a thread before a 503 (so admitted
+    # requests stay fast under any overload, whatever the hash parameters).
+    hash_max_wait_s: float = 1.0
 
     db_pool_min: int = 0
     db_pool_max: int = 10

@@ -57,10 +57,11 @@ async def authenticated(
     )
 
 
-def valid_path_ids(
+async def valid_path_ids(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
-    """Guard: the IDs in the path, checked as the request message's fields (before the body)."""
+    """Guard: the IDs in the path, checked as the request message's fields (before the body).
+    Async although it awaits nothing: Litestar runs a sync guard in a worker thread."""
     for name, value in connection.path_params.items():
         wire.check_path_id(handler.opt["proto"], _PATH_FIELDS[name], value)
 
