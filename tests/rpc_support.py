@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from api.settings import Settings
+from tests import secret_scan
 from tests.workers_support import free_port
 
 IDENTITY = str(Path(sys.executable).parent / "identity")
@@ -72,6 +73,7 @@ def serve(settings: Settings, *, server: str = "uvicorn-h2", **extra: str) -> It
             process.wait()
         if re.search(r"Traceback|ERROR", Path(log.name).read_text(errors="replace")):
             print(f"--- identity serve log\n{_tail(log.name)}", file=sys.stderr)
+        secret_scan.keep_log(Path(log.name), "identity serve")  # IDENTITY_SECRET_SCAN=1 only
         os.unlink(log.name)
 
 
