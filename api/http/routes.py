@@ -6,6 +6,7 @@ Before a handler runs, in this order: the route and method (404, 405), the beare
 these signatures.
 """
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from litestar import HttpMethod, Request, delete, get, post, route
@@ -22,10 +23,23 @@ from api.domain.context import Context, check_stores
 from api.http.errors import ErrorBody
 from api.repositories.events import Details
 
-# The providers' values are ours, made once per process or by the guard: not re-validated.
-Ctx = SkipValidation[Context]
-Caller = SkipValidation[Principal]
-ClientIp = SkipValidation[str]
+
+# The one value every handler takes besides its path and body (one dependency, so Litestar
+# resolves it without a task group per request): made by us per request, not re-validated.
+@dataclass(frozen=True, slots=True)
+class Call:
+    ctx: Context
+    client_ip: str
+    caller: Principal | None
+
+    @property
+    def principal(self) -> Principal:
+        """The bearer token's principal (set by the ``authenticated`` guard)."""
+        assert self.caller is not None, "a protected route without the authenticated guard"
+        return self.caller
+
+
+Req = SkipValidation[Call]
 UserId = Annotated[str, PathParameter(description="the user's ID (1..200 characters)")]
 SessionId = Annotated[str, PathParameter(description="the session's ID")]
 
@@ -33,18 +47,12 @@ SessionId = Annotated[str, PathParameter(description="the session's ID")]
 _PATH_FIELDS = {"user_id": "UserId", "session_id": "SessionId"}
 
 
-def provide_context(request: Request[Any, Any, Any]) -> Context:
-    ctx: Context = request.app.state.ctx
-    return ctx
-
-
-def provide_principal(request: Request[Any, Any, Any]) -> Principal:
-    principal: Principal = request.state.principal
-    return principal
-
-
-def provide_client_ip(request: Request[Any, Any, Any]) -> str:
-    return request.client.host if request.client else ""
+def provide_call(request: Request[Any, Any, Any]) -> Call:
+    return Call(
+        request.app.state.ctx,
+        request.client.host if request.client else "",
+        getattr(request.state, "principal", None),
+    )
 
 
 async def authenticated(
@@ -66,11 +74,7 @@ async def valid_path_ids(
         wire.check_path_id(handler.opt["proto"], _PATH_FIELDS[name], value)
 
 
-DEPENDENCIES = {
-    "ctx": Provide(provide_context, sync_to_thread=False),
-    "principal": Provide(provide_principal, sync_to_thread=False),
-    "client_ip": Provide(provide_client_ip, sync_to_thread=False),
-}
+DEPENDENCIES = {"call": Provide(provide_call, sync_to_thread=False)}
 ERRORS = {
     status: ResponseSpec(data_container=ErrorBody, description=description)
     for status, description in {
@@ -104,22 +108,20 @@ def _details(details: Details) -> wire.DetailsResponse:
     **_protected("SetPasswordRequest"),
 )
 async def set_password(
-    ctx: Ctx,
-    principal: Caller,
-    client_ip: ClientIp,
+    call: Req,
     user_id: UserId,
     data: JSONBody[wire.SetPasswordRequest],
 ) -> wire.DetailsResponse:
     """Change a user's password with the current password, a reset code, or as an admin."""
     details = await passwords.change_password(
-        ctx=ctx,
-        principal=principal,
+        ctx=call.ctx,
+        principal=call.principal,
         user_id=user_id,
         new_password=data.new_password.password,
         change_required=data.new_password.change_required,
         current_password=data.current_password,
         verification_code=data.verification_code,
-        client_ip=client_ip,
+        client_ip=call.client_ip,
     )
     return _details(details)
 
@@ -132,12 +134,12 @@ async def set_password(
     **_protected("PasswordResetRequest"),
 )
 async def password_reset(
-    ctx: Ctx, principal: Caller, user_id: UserId, data: JSONBody[wire.PasswordResetRequest]
+    call: Req, user_id: UserId, data: JSONBody[wire.PasswordResetRequest]
 ) -> wire.PasswordResetResponse:
     """Issue a reset code: e-mailed as a link (``sendLink``) or returned (``returnCode``)."""
     details, code = await passwords.request_password_reset(
-        ctx=ctx,
-        principal=principal,
+        ctx=call.ctx,
+        principal=call.principal,
         user_id=user_id,
         return_code=data.return_code is not None,
         url_template=data.send_link.url_template if data.send_link else None,
@@ -156,10 +158,12 @@ async def password_reset(
     **_protected("AddHumanUserRequest"),
 )
 async def add_human_user(
-    ctx: Ctx, principal: Caller, data: JSONBody[wire.AddHumanUserRequest]
+    call: Req, data: JSONBody[wire.AddHumanUserRequest]
 ) -> wire.AddHumanUserResponse:
     user_id, details = await users.create_human(
-        ctx=ctx, principal=principal, new=wire.new_human(data, default_org_id=principal.org_id)
+        ctx=call.ctx,
+        principal=call.principal,
+        new=wire.new_human(data, default_org_id=call.principal.org_id),
     )
     return wire.AddHumanUserResponse(user_id=user_id, details=wire.details_out(details))
 
@@ -170,8 +174,8 @@ async def add_human_user(
     summary="Get a user",
     **_protected("GetUserByIDRequest"),
 )
-async def get_user(ctx: Ctx, principal: Caller, user_id: UserId) -> wire.GetUserResponse:
-    user = await users.get_user(ctx=ctx, principal=principal, user_id=user_id)
+async def get_user(call: Req, user_id: UserId) -> wire.GetUserResponse:
+    user = await users.get_user(ctx=call.ctx, principal=call.principal, user_id=user_id)
     return wire.user_response(user)
 
 
@@ -188,9 +192,9 @@ def _state_route(
         operation_id=f"user_{action}",
         **_protected(proto),
     )
-    async def handler(ctx: Ctx, principal: Caller, user_id: UserId) -> wire.DetailsResponse:
+    async def handler(call: Req, user_id: UserId) -> wire.DetailsResponse:
         details = await users.change_state(
-            ctx=ctx, principal=principal, user_id=user_id, action=action
+            ctx=call.ctx, principal=call.principal, user_id=user_id, action=action
         )
         return _details(details)
 
@@ -237,16 +241,16 @@ delete_user = _state_route(
     responses=ERRORS,
 )
 async def create_session(
-    ctx: Ctx, client_ip: ClientIp, data: JSONBody[wire.CreateSessionRequest]
+    call: Req, data: JSONBody[wire.CreateSessionRequest]
 ) -> wire.CreateSessionResponse:
     checks = data.checks
     assert checks is not None and checks.user is not None and checks.password is not None
     created = await sessions.create_session(
-        ctx=ctx,
+        ctx=call.ctx,
         login_name=checks.user.login_name,
         user_id=checks.user.user_id,
         password=checks.password.password,
-        client_ip=client_ip,
+        client_ip=call.client_ip,
     )
     return wire.CreateSessionResponse(
         details=wire.details_out(created.details),
@@ -261,10 +265,10 @@ async def create_session(
     summary="Get a session",
     **_protected("GetSessionRequest"),
 )
-async def get_session(
-    ctx: Ctx, principal: Caller, session_id: SessionId
-) -> wire.GetSessionResponse:
-    session = await sessions.get_session(ctx=ctx, principal=principal, session_id=session_id)
+async def get_session(call: Req, session_id: SessionId) -> wire.GetSessionResponse:
+    session = await sessions.get_session(
+        ctx=call.ctx, principal=call.principal, session_id=session_id
+    )
     return wire.session_response(session)
 
 
@@ -275,10 +279,10 @@ async def get_session(
     status_code=200,
     **_protected("DeleteSessionRequest"),
 )
-async def delete_session(
-    ctx: Ctx, principal: Caller, session_id: SessionId
-) -> wire.DetailsResponse:
-    details = await sessions.delete_session(ctx=ctx, principal=principal, session_id=session_id)
+async def delete_session(call: Req, session_id: SessionId) -> wire.DetailsResponse:
+    details = await sessions.delete_session(
+        ctx=call.ctx, principal=call.principal, session_id=session_id
+    )
     return _details(details)
 
 
@@ -291,8 +295,8 @@ async def healthz() -> dict[str, str]:
 
 
 @get("/readyz", tags=["health"], summary="Postgres and Redis are reachable")
-async def readyz(ctx: Ctx) -> dict[str, str]:
-    await check_stores(ctx=ctx)
+async def readyz(call: Req) -> dict[str, str]:
+    await check_stores(ctx=call.ctx)
     return {"status": "ok", "postgres": "ok", "redis": "ok"}
 
 
