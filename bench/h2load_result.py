@@ -43,6 +43,7 @@ def main(name: str, log_path: str) -> None:
                 "max_ms": latencies[-1] if latencies else 0.0,
                 "errors": {"status": failed},
                 "hashes": 1,
+                "scenario": "grpc",
             }
         )
     )

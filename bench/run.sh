@@ -1,25 +1,45 @@
 #!/usr/bin/env bash
 # Load benchmark: how close does change-password get to the machine's raw argon2id rate?
 #
-#   bash bench/run.sh                   # 10 s per wrk run
+#   bash bench/run.sh                   # 10 s per wrk run, production hash
 #   BENCH_DURATION=30s bash bench/run.sh
+#   BENCH_HASH=trivial bash bench/run.sh  # the same with argon2id m=8 KiB, t=1
+#   BENCH_SCENARIOS="admin overload" bash bench/run.sh
 #
 # One run: a scratch database, `identity serve --workers 2` on a free port with the default
 # argon2id parameters (m=19456, t=2, p=1), an organization, a token and users made through
 # the CLI and HTTP, then
 #   (i)   the raw argon2id hash rate of this machine (bench/hashrate.py, 1 and N threads),
+#         with the same parameters as the server,
 #   (ii)  wrk on POST /v2/users/{id}/password, admin set (1 hash per request),
 #   (iii) wrk on the current-password branch (verify + hash: 2 hashes per request),
-#   (iv)  wrk on GET /healthz and GET /v2/users/{id} (no hash),
-#   (v)   SetPassword (admin set) over Connect JSON (wrk) and over gRPC (h2load, h2c),
-# and a table of requests/s, p50/p99 and change-password req/s ÷ raw hash rate.
-# BENCH_SCENARIOS picks the runs (default: all of admin current get healthz connect grpc);
-# BENCH_SERVER the server (`identity serve --server`: uvicorn, uvicorn-h2, hypercorn).
+#   (iv)  wrk on the reset-code branch (`code`: 1 hash; users of a pool of their own, one
+#         code issued to each beforehand and each used once),
+#   (v)   wrk on GET /healthz and GET /v2/users/{id} (no hash),
+#   (vi)  SetPassword (admin set) over Connect JSON (wrk) and over gRPC (h2load, h2c),
+#   (vii) `healthz-saturated`: the admin-set load with light /healthz and /readyz probes
+#         beside it (their latency while every hash thread is busy),
+#   (viii) `overload`: admin sets offered at 3 x the admin scenario's rate for 20 s by an
+#         open-loop generator (bench/overload.py): what is admitted, how fast, and whether
+#         the rest is refused with the contract's 503,
+# and tables of requests/s, p50/p99, req/s x hashes ÷ raw hash rate, and the overload and
+# probe figures. Every result is one JSON line; the lines of a run are kept in
+# bench/results/<date>-<hash>-<server>.jsonl, whose path is printed at the end.
+# BENCH_SCENARIOS picks the runs (default: all of admin current code get healthz connect
+# grpc healthz-saturated overload); BENCH_SERVER the server (`identity serve --server`:
+# uvicorn, uvicorn-h2, hypercorn); BENCH_HASH=trivial sets argon2id m=8 KiB, t=1 for
+# everything (the server, the users' hashes and the raw rate), to show the cost of the rest
+# of the request path.
+# Other knobs: BENCH_CODE_USERS (the code pool, sized below when unset), BENCH_OVERLOAD_S
+# (20), BENCH_OVERLOAD_FACTOR (3), BENCH_OVERLOAD_RATE (the sustainable rate, instead of the
+# admin scenario's), BENCH_OVERLOAD_CONNECTIONS (500), BENCH_PROBE_CONNECTIONS (2) and BENCH_PROBE_DELAY_MS (10) for the
+# probes, BENCH_RESULTS_DIR (bench/results), BENCH_KEEP_WORK=1 (keep the scratch directory:
+# server log, wrk outputs).
 # BENCH_SYSTEM=1 runs the whole system on the same cores: a Celery worker, the relay
-# (`identity relay`), beat and the SMTP sink, and the scenario `code` (the reset-code branch: one code issued
-# per user beforehand, each used once); it reports per-process CPU per change read from
-# /proc over the load and until every e-mail is out, and the delay from a change's commit to
-# its e-mail's (p50/p99). `bash bench/system.sh` is that run.
+# (`identity relay`), beat and the SMTP sink, and the scenario `code` (the reset-code
+# branch, on its pool of users with one code each, each used once); it reports per-process
+# CPU per change read from /proc over the load and until every e-mail is out, and the delay
+# from a change's commit to its e-mail's (p50/p99). `bash bench/system.sh` is that run.
 # Everything it starts is stopped and the scratch database dropped on exit.
 # Needs local Postgres and Redis (scripts/ensure-services), wrk and h2load (installed if
 # missing).
@@ -34,12 +54,61 @@ CONNECTIONS=${BENCH_CONNECTIONS:-16}
 USERS=${BENCH_USERS:-1000}
 WORKERS=${BENCH_SERVER_WORKERS:-2}
 SERVER=${BENCH_SERVER:-uvicorn-h2}
-SCENARIOS=" ${BENCH_SCENARIOS:-admin current get healthz connect grpc} "
+SCENARIOS=" ${BENCH_SCENARIOS:-admin current code get healthz connect grpc healthz-saturated overload} "
+# The probes of healthz-saturated: a light load (each connection waits between requests), so
+# that they measure the answer's latency, not take CPU from the load they sit beside.
+PROBE_CONNECTIONS=${BENCH_PROBE_CONNECTIONS:-2}
+PROBE_DELAY_MS=${BENCH_PROBE_DELAY_MS:-10}
+OVERLOAD_S=${BENCH_OVERLOAD_S:-20}
+OVERLOAD_FACTOR=${BENCH_OVERLOAD_FACTOR:-3}
+OVERLOAD_CONNECTIONS=${BENCH_OVERLOAD_CONNECTIONS:-500}
+# BENCH_HASH: production (the default settings) or trivial. A hash set by hand through
+# IDENTITY_ARGON2_* (bench/servers.sh) is "custom"; the parameters are in the table either way.
+case "${BENCH_HASH:-}" in
+trivial)
+    export IDENTITY_ARGON2_MEMORY_KIB=8 IDENTITY_ARGON2_TIME_COST=1
+    HASH=trivial
+    ;;
+production | "")
+    HASH=production
+    if [ -n "${IDENTITY_ARGON2_MEMORY_KIB:-}${IDENTITY_ARGON2_TIME_COST:-}${IDENTITY_ARGON2_PARALLELISM:-}" ]; then
+        [ -z "${BENCH_HASH:-}" ] || {
+            echo "bench: BENCH_HASH=production with IDENTITY_ARGON2_* set" >&2
+            exit 2
+        }
+        HASH=custom
+    fi
+    ;;
+*)
+    echo "bench: BENCH_HASH is production or trivial, not ${BENCH_HASH}" >&2
+    exit 2
+    ;;
+esac
+# The code scenario needs one unused code per request of the whole run: wrk would otherwise
+# wrap around its users and send used codes (errors, not a measure; wrk.lua stops a thread
+# whose codes are all used instead, and the row says so). Unless BENCH_CODE_USERS is set,
+# the pool covers 1.5 x the admin scenario's rate over the duration when that ran first (a
+# code change costs what an admin set does, plus a Redis script), and at least
+# max(BENCH_USERS, 3000) with the production hash; without an admin rate, 25,000 with the
+# trivial hash (the server may do ~2,000 changes/s). Users and codes cost the server no
+# hash but take time to make: ~400 users and ~300 codes a second on this machine.
+CODE_USERS=${BENCH_CODE_USERS:-}
+RESULTS_DIR=${BENCH_RESULTS_DIR:-$ROOT/bench/results}
+STAMP=$(date +%Y-%m-%d-%H%M%S)
 BROKER_DB=${BENCH_BROKER_DB:-13} # a Redis database for the run's Celery messages, flushed
 PASSWORD_A='Bench-Passw0rd-A!'
 PASSWORD_B='Bench-Passw0rd-B!'
 
 say() { echo "bench: $*" >&2; }
+has() { case "$SCENARIOS" in *" $1 "*) return 0 ;; esac; return 1; }
+seconds() { # a wrk duration (10, 10s, 2m, 1h) in seconds
+    case "$1" in
+    *h) echo $((${1%h} * 3600)) ;;
+    *m) echo $((${1%m} * 60)) ;;
+    *s) echo "${1%s}" ;;
+    *) echo "$1" ;;
+    esac
+}
 
 bash scripts/test --setup-only
 if ! command -v wrk >/dev/null || ! command -v h2load >/dev/null; then
@@ -101,13 +170,17 @@ for i in range(0, len(keys), 500):
     r.delete(*keys[i:i + 500])
 redis.Redis.from_url("$IDENTITY_BROKER_URL").flushdb()
 PYEOF
-    rm -rf "$WORK"
+    if [ "${BENCH_KEEP_WORK:-0}" = 1 ]; then
+        echo "bench: kept $WORK (server log, wrk outputs)" >&2
+    else
+        rm -rf "$WORK"
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 say "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), load $(cut -d' ' -f1-3 /proc/loadavg)"
-say "scratch database $RUN, API on $API ($SERVER, $WORKERS workers), gRPC on $GRPC, wrk -t$THREADS -c$CONNECTIONS -d$DURATION"
+say "scratch database $RUN, API on $API ($SERVER, $WORKERS workers), gRPC on $GRPC, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $HASH hash"
 "$IDENTITY" migrate >/dev/null
 "$IDENTITY" serve --host 127.0.0.1 --port "$PORT" --workers "$WORKERS" --server "$SERVER" \
     --grpc-port "$GRPC_PORT" >"$WORK/server.log" 2>&1 &
@@ -131,6 +204,58 @@ BENCH_TOKEN=$TOKEN "$PY" bench/setup_users.py --api "$API" --org "$ORG" --count 
     --password "$PASSWORD_A" --prefix current --out "$WORK/users-current.txt"
 
 RESULTS=$WORK/results.jsonl
+# First line: what this run was, so that a kept results file says it on its own.
+BENCH_META_HASH=$HASH BENCH_META_SERVER=$SERVER BENCH_META_WORKERS=$WORKERS \
+    BENCH_META_WRK="-t$THREADS -c$CONNECTIONS -d$DURATION" BENCH_META_USERS=$USERS \
+    BENCH_META_CPU="$(lscpu | sed -n 's/^Model name: *//p')" \
+    BENCH_META_COMMIT="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+    BENCH_META_SCENARIOS="$SCENARIOS" "$PY" - >"$RESULTS" <<'PYEOF'
+import datetime, json, os
+e = os.environ
+print(json.dumps({
+    "name": "run", "kind": "run",
+    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    "hash": e["BENCH_META_HASH"], "server": e["BENCH_META_SERVER"],
+    "workers": int(e["BENCH_META_WORKERS"]), "cores": os.cpu_count(), "cpu": e["BENCH_META_CPU"],
+    "load": os.getloadavg()[0], "wrk": e["BENCH_META_WRK"], "users": int(e["BENCH_META_USERS"]),
+    "system": e.get("BENCH_SYSTEM", "0") == "1", "scenarios": e["BENCH_META_SCENARIOS"].split(),
+    "commit": e["BENCH_META_COMMIT"],
+}))
+PYEOF
+rps_of() { # scenario [ok]: its req/s in this run ("" if it did not run); with ok, 2xx only
+    "$PY" - "$RESULTS" "$@" <<'PYEOF'
+import json, sys
+for r in map(json.loads, open(sys.argv[1], encoding="utf-8")):
+    if r.get("scenario") == sys.argv[2]:
+        ok = 1 - r["errors"].get("status", 0) / r["requests"] if len(sys.argv) > 3 else 1
+        print(round(r["rps"] * ok, 1))
+        break
+PYEOF
+}
+code_pool() { # users of their own, one reset code each: $WORK/users-codes.txt
+    local n=$CODE_USERS admin_rps need
+    if [ -z "$n" ]; then
+        admin_rps=$(rps_of admin)
+        if [ "$HASH" = trivial ]; then
+            n=$([ -n "$admin_rps" ] && echo "$USERS" || echo 25000)
+        else
+            n=$((USERS > 3000 ? USERS : 3000))
+        fi
+        if [ -n "$admin_rps" ]; then
+            need=$("$PY" -c "import math; print(math.ceil($admin_rps * $(seconds "$DURATION") * 1.5))")
+            [ "$need" -le "$n" ] || n=$need
+        fi
+    fi
+    say "creating $n users for the reset-code branch and issuing one code to each"
+    local started=$SECONDS
+    BENCH_TOKEN=$TOKEN "$PY" bench/setup_users.py --api "$API" --org "$ORG" --count "$n" \
+        --password "$PASSWORD_A" --prefix code --out "$WORK/users-code-ids.txt"
+    say "  users made in $((SECONDS - started)) s"
+    started=$SECONDS
+    BENCH_TOKEN=$TOKEN "$PY" bench/setup_codes.py --api "$API" --users "$WORK/users-code-ids.txt" \
+        --out "$WORK/users-codes.txt"
+    say "  codes issued in $((SECONDS - started)) s"
+}
 if [ "${BENCH_SYSTEM:-0}" = 1 ]; then
     SINK_PORT=$(free_port)
     export IDENTITY_SMTP_URL=smtp://127.0.0.1:$SINK_PORT
@@ -146,25 +271,28 @@ if [ "${BENCH_SYSTEM:-0}" = 1 ]; then
     "$IDENTITY" relay >"$WORK/relay.log" 2>&1 &
     SYSTEM_PIDS+=($!)
     sleep 5
-    say "issuing one reset code per user of the admin pool"
-    BENCH_TOKEN=$TOKEN "$PY" bench/setup_codes.py --api "$API" --users "$WORK/users-admin.txt" \
-        --out "$WORK/users-codes.txt"
+    ! has code || code_pool
 fi
 say "(i) raw argon2id hash rate"
 "$PY" bench/hashrate.py --threads "$(nproc)" --seconds 5 >>"$RESULTS"
 
-bench() { # label mode hashes users-file [path]
-    local label=$1 mode=$2 hashes=$3 users=${4:-} path=${5:-/}
+wrk_run() { # mode label users-file threads connections duration delay-ms output
+    BENCH_MODE=$1 BENCH_LABEL=$2 BENCH_TOKEN=$TOKEN BENCH_USERS_FILE=$3 BENCH_THREADS=$4 \
+        BENCH_DELAY_MS=$7 BENCH_PASSWORD_A=$PASSWORD_A BENCH_PASSWORD_B=$PASSWORD_B \
+        wrk -t"$4" -c"$5" -d"$6" --timeout 10s -s bench/wrk.lua "$API/" >"$8"
+}
+bench() { # label mode hashes users-file
+    local label=$1 mode=$2 hashes=$3 users=${4:-}
     say "wrk: $label"
-    BENCH_MODE=$mode BENCH_LABEL=$label BENCH_TOKEN=$TOKEN BENCH_USERS_FILE=$users \
-        BENCH_THREADS=$THREADS BENCH_PASSWORD_A=$PASSWORD_A BENCH_PASSWORD_B=$PASSWORD_B \
-        wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 10s -s bench/wrk.lua \
-        "$API$path" >"$WORK/wrk-$mode.txt"
+    wrk_run "$mode" "$label" "$users" "$THREADS" "$CONNECTIONS" "$DURATION" 0 "$WORK/wrk-$mode.txt"
     grep '^BENCH ' "$WORK/wrk-$mode.txt" | sed 's/^BENCH //' |
-        "$PY" -c "import json,sys; r=json.load(sys.stdin); r['hashes']=$hashes; print(json.dumps(r))" >>"$RESULTS"
+        "$PY" -c "import json,sys; r=json.load(sys.stdin); r['hashes']=$hashes; r['scenario']='$mode'; print(json.dumps(r))" >>"$RESULTS"
+    if [ "$mode" = code ] && grep -q '"codes_exhausted_threads":[1-9]' "$WORK/wrk-$mode.txt"; then
+        say "the code pool ran out before the end: raise BENCH_CODE_USERS (req/s is a lower bound)"
+    fi
 }
 run() { # scenario label hashes users-file
-    case "$SCENARIOS" in *" $1 "*) bench "$2" "$1" "$3" "${4:-}" ;; esac
+    if has "$1"; then bench "$2" "$1" "$3" "${4:-}"; fi
 }
 if [ "${BENCH_SYSTEM:-0}" = 1 ]; then
     groups=(
@@ -225,10 +353,16 @@ PYEOF
 fi
 run admin "POST password (admin set)" 1 "$WORK/users-admin.txt"
 run current "POST password (currentPassword)" 2 "$WORK/users-current.txt"
+if has code && [ "${BENCH_SYSTEM:-0}" != 1 ]; then
+    # API alone. Codes are issued now, after the admin scenario (whose rate sizes the pool),
+    # to users no other scenario changes: a change voids the user's code.
+    code_pool
+    bench "POST password (reset code)" code 1 "$WORK/users-codes.txt"
+fi
 run get "GET /v2/users/{id}" 0 "$WORK/users-admin.txt"
 run healthz "GET /healthz" 0
 run connect "Connect JSON SetPassword (admin set)" 1 "$WORK/users-admin.txt"
-if [ "${SCENARIOS#* grpc }" != "$SCENARIOS" ]; then
+if has grpc; then
     # h2load sends one framed request again and again (one user: admin set needs no
     # current password); it sees HTTP statuses only, so the events counted below show the
     # changes really happened.
@@ -241,6 +375,61 @@ if [ "${SCENARIOS#* grpc }" != "$SCENARIOS" ]; then
         "$GRPC/zitadel.user.v2.UserService/SetPassword" >"$WORK/h2load.txt"
     "$PY" bench/h2load_result.py "gRPC SetPassword (admin set)" "$WORK/h2load.log" \
         <"$WORK/h2load.txt" >>"$RESULTS"
+fi
+
+if has healthz-saturated; then
+    # The probes start a second after the load (every hash thread busy by then) and stop a
+    # second before it, so that all they see is the saturated server.
+    probe_s=$(($(seconds "$DURATION") - 2))
+    [ "$probe_s" -ge 1 ] || probe_s=1
+    say "wrk: admin set (-c$CONNECTIONS) with /healthz and /readyz probes beside it" \
+        "(-c$PROBE_CONNECTIONS each, ${PROBE_DELAY_MS} ms between requests, ${probe_s}s)"
+    wrk_run admin "POST password (admin set, probed)" "$WORK/users-admin.txt" "$THREADS" \
+        "$CONNECTIONS" "$DURATION" 0 "$WORK/sat-load.txt" &
+    load_pid=$!
+    sleep 1
+    wrk_run healthz "GET /healthz (probe)" "" 1 "$PROBE_CONNECTIONS" "${probe_s}s" \
+        "$PROBE_DELAY_MS" "$WORK/sat-healthz.txt" &
+    healthz_pid=$!
+    wrk_run readyz "GET /readyz (probe)" "" 1 "$PROBE_CONNECTIONS" "${probe_s}s" \
+        "$PROBE_DELAY_MS" "$WORK/sat-readyz.txt" &
+    readyz_pid=$!
+    wait "$load_pid"
+    wait "$healthz_pid"
+    wait "$readyz_pid"
+    "$PY" - "$WORK/sat-load.txt" "$WORK/sat-healthz.txt" "$WORK/sat-readyz.txt" >>"$RESULTS" <<PYEOF
+import json, sys
+def bench(path):
+    for line in open(path, encoding="utf-8"):
+        if line.startswith("BENCH "):
+            return json.loads(line[len("BENCH "):])
+    raise SystemExit(f"bench: no result in {path}")
+load, healthz, readyz = (bench(p) for p in sys.argv[1:4])
+print(json.dumps({
+    "name": "healthz-saturated", "kind": "healthz-saturated", "scenario": "healthz-saturated",
+    "load": load, "load_connections": $CONNECTIONS,
+    "probe_connections": $PROBE_CONNECTIONS, "probe_delay_ms": $PROBE_DELAY_MS,
+    "healthz": healthz, "readyz": readyz,
+    "checks": {"healthz_p99_lt_10ms": healthz["p99_ms"] < 10},
+}))
+PYEOF
+fi
+if has overload; then
+    # The sustainable rate: BENCH_OVERLOAD_RATE, else this run's admin scenario, else measured
+    # now (which adds the admin row to the table); its 2xx only, since a quick 503 is no
+    # sustained change.
+    rate=${BENCH_OVERLOAD_RATE:-}
+    from=BENCH_OVERLOAD_RATE
+    if [ -z "$rate" ]; then
+        from="admin scenario"
+        [ -n "$(rps_of admin)" ] || bench "POST password (admin set)" admin 1 "$WORK/users-admin.txt"
+        rate=$(rps_of admin ok)
+    fi
+    say "overload: admin set offered at $OVERLOAD_FACTOR x $rate req/s for ${OVERLOAD_S}s (open loop)"
+    BENCH_TOKEN=$TOKEN "$PY" bench/overload.py --api "$API" --users "$WORK/users-admin.txt" \
+        --sustainable "$rate" --sustainable-from "$from" --factor "$OVERLOAD_FACTOR" \
+        --seconds "$OVERLOAD_S" --connections "$OVERLOAD_CONNECTIONS" \
+        --password-a "$PASSWORD_A" --password-b "$PASSWORD_B" >>"$RESULTS"
 fi
 
 # A wrong request would hide in the rates: check that the changes really happened.
@@ -259,8 +448,14 @@ if grep -qiE "error|traceback" "$WORK/server.log"; then
     grep -iE -m5 "error|traceback" "$WORK/server.log" >&2
 fi
 
+# Kept beside the table (the scratch directory goes at exit): one JSON line per scenario.
+mkdir -p "$RESULTS_DIR"
+SAVED=$RESULTS_DIR/$STAMP-$HASH-$SERVER.jsonl
+[ "${BENCH_SYSTEM:-0}" != 1 ] || SAVED=${SAVED%.jsonl}-system.jsonl
+cp "$RESULTS" "$SAVED"
+
 echo
-echo "bench/run.sh on $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p')), wrk -t$THREADS -c$CONNECTIONS -d$DURATION, identity serve --workers $WORKERS --server $SERVER"
+echo "bench/run.sh on $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p')), wrk -t$THREADS -c$CONNECTIONS -d$DURATION, identity serve --workers $WORKERS --server $SERVER, $HASH hash"
 "$PY" bench/summarize.py "$RESULTS"
 if [ "${BENCH_SYSTEM:-0}" = 1 ]; then
     echo
@@ -269,3 +464,5 @@ if [ "${BENCH_SYSTEM:-0}" = 1 ]; then
     echo
     cat "$WORK/delay.txt"
 fi
+echo
+echo "results (one JSON line per scenario): ${SAVED#"$ROOT"/}"

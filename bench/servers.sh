@@ -8,6 +8,7 @@
 #
 # Each round is bench/run.sh with BENCH_SCENARIOS="admin healthz" (admin set: one hash;
 # /healthz: the server and framework alone) and argon2id m=64 t=1 (a trivial hash).
+# The rounds' JSON lines stay in the scratch directory, not in bench/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${BENCH_ROUNDS:-3}
@@ -18,6 +19,7 @@ for round in $(seq "$ROUNDS"); do
         echo "bench/servers.sh: round $round, $server" >&2
         IDENTITY_ARGON2_MEMORY_KIB=64 IDENTITY_ARGON2_TIME_COST=1 BENCH_SERVER=$server \
             BENCH_SCENARIOS="admin healthz" BENCH_USERS=${BENCH_USERS:-500} \
+            BENCH_RESULTS_DIR="$out/results" \
             bash bench/run.sh 2>/dev/null | grep '^| POST\|^| GET' |
             sed "s/^/$server /" >>"$out/rows.txt"
     done
@@ -28,7 +30,8 @@ rows = {}
 for line in open(sys.argv[1]):
     server, rest = line.split(" ", 1)
     cells = [c.strip() for c in rest.strip().strip("|").split("|")]
-    rows.setdefault((server, cells[0]), []).append((float(cells[2]), float(cells[4])))
+    # req/s may read "40.0 (2xx: 25.8)" when some requests failed: the first number.
+    rows.setdefault((server, cells[0]), []).append((float(cells[2].split()[0]), float(cells[4])))
 print(f"bench/servers.sh: {sys.argv[2]} rounds, median (min-max) of each")
 print("| server | scenario | req/s | p99 ms |")
 print("|---|---|---|---|")
