@@ -28,6 +28,16 @@ async def init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
         )
 
 
+async def reset_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """Before a connection goes back to the pool: a full reset only if it is left inside a
+    transaction (a request cancelled mid-way). asyncpg's default resets every time (advisory
+    locks, cursors, LISTEN, settings: a round trip per release), and this service keeps no
+    session state on pooled connections (its one advisory lock is transaction-scoped, the
+    relay LISTENs on a connection of its own)."""
+    if conn.is_in_transaction():
+        await conn.reset()
+
+
 async def ping(pool: Pool, *, timeout_s: float) -> None:
     """Postgres answers within ``timeout_s`` (getting a connection included)."""
     async with pool.acquire(timeout=timeout_s) as conn:
@@ -43,6 +53,7 @@ async def create_pool(settings: Settings, **overrides: Any) -> Pool:
         "timeout": settings.db_connect_timeout_s,
         "command_timeout": settings.db_command_timeout_s,
         "init": init_connection,
+        "reset": reset_connection,
         "max_inactive_connection_lifetime": 300.0,
     }
     options.update(overrides)

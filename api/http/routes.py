@@ -1,7 +1,7 @@
 """Routes: decode (the typed ``data``), call one domain function, encode (the return type).
 
 Before a handler runs, in this order: the route and method (404, 405), the bearer token
-(guard ``authenticated``: 401), the path's IDs (guard ``valid_path_ids``: 400), then the body
+(guard ``authenticated``: 401), the path's IDs (the same guard: 400), then the body
 (``data``, decoded by ``api.http.plugin``: 400, 413). The OpenAPI document is generated from
 these signatures.
 """
@@ -58,18 +58,13 @@ def provide_call(request: Request[Any, Any, Any]) -> Call:
 async def authenticated(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
-    """Guard: the bearer token's principal, or 401 (before the body is read)."""
+    """Guard, in this order: the bearer token's principal, or 401; then the IDs in the path,
+    checked as the request message's fields, or 400 — both before the body is read. (One
+    guard: Litestar copies the handler for each guard of each request.)"""
     ctx: Context = connection.app.state.ctx
     connection.state.principal = await auth.authenticate(
         ctx=ctx, authorization=connection.headers.get("authorization")
     )
-
-
-async def valid_path_ids(
-    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
-) -> None:
-    """Guard: the IDs in the path, checked as the request message's fields (before the body).
-    Async although it awaits nothing: Litestar runs a sync guard in a worker thread."""
     for name, value in connection.path_params.items():
         wire.check_path_id(handler.opt["proto"], _PATH_FIELDS[name], value)
 
@@ -90,7 +85,7 @@ ERRORS = {
 
 def _protected(proto: str) -> dict[str, Any]:
     """Options of a route that needs a token and has IDs in its path."""
-    return {"guards": [authenticated, valid_path_ids], "opt": {"proto": proto}, "responses": ERRORS}
+    return {"guards": [authenticated], "opt": {"proto": proto}, "responses": ERRORS}
 
 
 def _details(details: Details) -> wire.DetailsResponse:
