@@ -146,11 +146,22 @@ class PasswordHasher:
             with self._guard:
                 self._hash_s = 0.8 * self._hash_s + 0.2 * elapsed
 
+    def _refuse_if_full(self) -> None:
+        if self._in_flight >= self._capacity or self.expected_wait_s() > self._max_wait_s:
+            metrics.HASH_OVERLOAD_REJECTIONS.inc()
+            raise Overloaded(retry_after=max(1, math.ceil(self.expected_wait_s())))
+
+    def admit(self) -> None:
+        """Refuse now (``Overloaded``) a request that will need a hash the pool cannot take
+        in time: called before the request's other work, so that a refusal costs next to
+        nothing and the admitted requests keep the CPU (the hash's own submission checks
+        again)."""
+        with self._guard:
+            self._refuse_if_full()
+
     async def _submit(self, fn: Callable[..., T], *args: str) -> T:
         with self._guard:
-            if self._in_flight >= self._capacity or self.expected_wait_s() > self._max_wait_s:
-                metrics.HASH_OVERLOAD_REJECTIONS.inc()
-                raise Overloaded(retry_after=max(1, math.ceil(self.expected_wait_s())))
+            self._refuse_if_full()
             self._in_flight += 1
         metrics.HASHES_IN_FLIGHT.inc()
         try:

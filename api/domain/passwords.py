@@ -79,6 +79,7 @@ async def change_password(
     else:
         branch = Branch.ADMIN
 
+    ctx.hasher.admit()  # an overload is refused before any other work (503, Retry-After)
     user = credentials.require_human(await users.get(ctx.pool, user_id))
     if branch is Branch.CURRENT_PASSWORD:
         require_self_or_write_on(principal, user)

@@ -31,6 +31,7 @@ async def create_session(
     client_ip: str,
 ) -> NewSession:
     """Log in: check the password, then a new session and its token (shown once)."""
+    ctx.hasher.admit()  # an overload is refused before any other work (503, Retry-After)
     try:
         if user_id is not None:
             user = await users.get(ctx.pool, user_id)

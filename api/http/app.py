@@ -14,7 +14,11 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from api.domain.context import close_context, open_context
 from api.http.errors import handle_exception
-from api.http.plugin import WirePlugin, empty_body_is_an_empty_object
+from api.http.plugin import (
+    WirePlugin,
+    empty_body_is_an_empty_object,
+    refuse_hashing_when_overloaded,
+)
 from api.http.routes import DEPENDENCIES, ROUTES
 from api.settings import Settings, get_settings
 
@@ -47,7 +51,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         plugins=[WirePlugin()],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
-        middleware=[prometheus.middleware, empty_body_is_an_empty_object],
+        middleware=[
+            refuse_hashing_when_overloaded,
+            prometheus.middleware,
+            empty_body_is_an_empty_object,
+        ],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Identity: ZITADEL v2 User Service (password endpoints)",

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException
+from litestar.types import Send
 
 from api.errors import (
     InvalidArgument,
@@ -86,6 +87,27 @@ def http_service_error(exc: BaseException) -> ServiceError:
 
 
 def error_response(error: ServiceError) -> Response[bytes]:
+    return Response(
+        content=error_body(error),
+        status_code=http_status(error),
+        media_type="application/json",
+        headers=error_headers(error),
+    )
+
+
+async def send_error(send: Send, error: ServiceError) -> None:
+    """``error_response`` as raw ASGI messages, for middleware that answers before Litestar."""
+    body = error_body(error)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((k.lower().encode(), v.encode()) for k, v in error_headers(error).items()),
+    ]
+    await send({"type": "http.response.start", "status": http_status(error), "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def error_headers(error: ServiceError) -> dict[str, str]:
     status = http_status(error)
     headers: dict[str, str] = {}
     if status in (429, 503):
@@ -96,12 +118,7 @@ def error_response(error: ServiceError) -> Response[bytes]:
             if error.error_id
             else 'Bearer realm="identity"'
         )
-    return Response(
-        content=error_body(error),
-        status_code=status,
-        media_type="application/json",
-        headers=headers,
-    )
+    return headers
 
 
 def handle_exception(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:

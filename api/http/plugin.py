@@ -4,6 +4,7 @@ and this plugin decodes it with ``wire.decode`` (strict, snake_case accepted, th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Generator
 from typing import Any, TypeVar
 
@@ -14,6 +15,8 @@ from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 from litestar.typing import FieldDefinition
 
 from api import wire
+from api.errors import Overloaded
+from api.http.errors import send_error
 
 T = TypeVar("T", bound=wire.WireIn)
 
@@ -73,6 +76,29 @@ def empty_body_is_an_empty_object(app: ASGIApp) -> ASGIApp:
             return message
 
         await app(scope, receive_body, send)
+
+    return middleware
+
+
+# The REST requests that hash (a password change, a login): under overload they are refused
+# before anything else, so a refusal costs next to nothing and the admitted ones keep the CPU.
+_HASHING_ROUTES = re.compile(r"^/v2/(users/[^/]+/password|sessions)$")
+
+
+def refuse_hashing_when_overloaded(app: ASGIApp) -> ASGIApp:
+    """ASGI middleware: when the hash pool cannot take another hash in time
+    (``PasswordHasher.admit``), a request that would hash is answered 503 ``SERVER-0verl``
+    with ``Retry-After`` at once — before its token, body or user are read. (The domain
+    checks again, for the RPC transports and for what this path test misses.)"""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("method") == "POST" and _HASHING_ROUTES.match(scope["path"]):
+            try:
+                scope["app"].state.ctx.hasher.admit()
+            except Overloaded as refused:
+                await send_error(send, refused)
+                return
+        await app(scope, receive, send)
 
     return middleware
 
