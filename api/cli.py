@@ -144,7 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the API: REST, Connect, gRPC-Web and gRPC")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="server processes (0, the default: one per core, each hashing on one thread)",
+    )
     serve.add_argument("--server", choices=SERVERS, default=SERVERS[0])
     serve.add_argument(
         "--grpc-port",

@@ -24,6 +24,10 @@ APP = "api.main:create_app"
 def serve(
     settings: Settings, *, host: str, port: int, workers: int, server: str, grpc_port: int
 ) -> None:
+    # One process per core by default: measured with the production hash, as efficient as
+    # one process hashing on every core, and faster where the event loop is the bottleneck
+    # (bench/README.md, "Request path"; docs/DECISIONS.md).
+    workers = workers if workers > 0 else (os.cpu_count() or 1)
     if workers > 1 and settings.hash_workers == 0:
         # Each server process has its own hash pool: share the cores between them rather
         # than run processes times cores hashing threads that only contend.

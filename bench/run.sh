@@ -52,7 +52,7 @@ DURATION=${BENCH_DURATION:-10s}
 THREADS=${BENCH_THREADS:-2}
 CONNECTIONS=${BENCH_CONNECTIONS:-16}
 USERS=${BENCH_USERS:-1000}
-WORKERS=${BENCH_SERVER_WORKERS:-2}
+WORKERS=${BENCH_SERVER_WORKERS:-$(nproc)} # identity serve's default: one process per core
 SERVER=${BENCH_SERVER:-uvicorn-h2}
 SCENARIOS=" ${BENCH_SCENARIOS:-admin current code get healthz connect grpc healthz-saturated overload} "
 # The probes of healthz-saturated: a light load (each connection waits between requests), so

@@ -54,6 +54,7 @@ def serve(settings: Settings, *, server: str = "uvicorn-h2", **extra: str) -> It
     }
     log = tempfile.NamedTemporaryFile(prefix="identity-serve-", suffix=".log", delete=False)
     args = [IDENTITY, "serve", "--host", "127.0.0.1", "--port", str(port), "--server", server]
+    args += ["--workers", "1"]
     args += ["--grpc-port", str(grpc_port)]
     process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
     running = Server(f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port or port}")

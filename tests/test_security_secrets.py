@@ -107,7 +107,7 @@ def test_production_api_starts_with_a_real_key(base_settings: Settings) -> None:
         IDENTITY_REDIS_PREFIX=base_settings.redis_prefix,
     )
     process = subprocess.Popen(
-        [str(BIN / "identity"), "serve", "--port", str(port)],
+        [str(BIN / "identity"), "serve", "--port", str(port), "--workers", "1"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

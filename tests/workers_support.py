@@ -267,7 +267,7 @@ class Stack:
         port = free_port()
         proc = self._start(
             "api",
-            [IDENTITY, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [IDENTITY, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
             **extra,
         )
         base = f"http://127.0.0.1:{port}"
