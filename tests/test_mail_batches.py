@@ -62,6 +62,7 @@ async def test_a_refused_address_ends_dead_and_the_rest_is_delivered(
 
     assert first == "sent 2, refused 1, dead 0, skipped 0"
     assert sorted(m["To"] for m in sink.messages()) == ["first@example.com", "last@example.com"]
+    assert all(m["Date"] for m in sink.messages())  # RFC 5322: every message has a Date
     refused = await world.db.fetchrow("SELECT * FROM outbox WHERE id = $1", ids[1])
     assert (refused["attempts"], refused["last_error"]) == (1, "smtp-550")
     assert refused["processed_at"] is None and refused["dead_at"] is None

@@ -12,7 +12,7 @@ import logging
 import smtplib
 import ssl
 from email.message import EmailMessage
-from email.utils import make_msgid
+from email.utils import formatdate, make_msgid
 from html import escape
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -35,6 +35,7 @@ def build_message(
     message["From"] = settings.mail_from
     message["To"] = to
     message["Subject"] = subject
+    message["Date"] = formatdate(usegmt=True)  # RFC 5322 requires it; spam filters check
     message["Message-ID"] = make_msgid(idstring=f"outbox-{outbox_id}", domain="identity.localhost")
     message["X-Identity-Outbox-Id"] = str(outbox_id)
     message.set_content(text)
