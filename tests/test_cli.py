@@ -334,6 +334,26 @@ async def test_org_create_and_token_create(
         assert_error(outside, 403, 7, "AUTH-AWfge", "No matching permissions found")
 
 
+async def test_org_create_refuses_a_name_that_is_blank_too_long_or_unprintable(
+    cli_db: CliDb,
+) -> None:
+    before = await fetch(cli_db.url, "SELECT count(*) AS n FROM organizations")
+    for name in ("", "   ", "x" * 201, "tab\there"):
+        result = cli_db.run("org", "create", name)
+        assert result.returncode == 2, (name, result)
+        assert result.stdout == ""
+        assert "organization name must be 1..200 printable characters" in result.stderr
+    after = await fetch(cli_db.url, "SELECT count(*) AS n FROM organizations")
+    assert after[0]["n"] == before[0]["n"]
+    # Surrounding blanks are trimmed; a 200-character name is fine.
+    made = one_json_line(cli_db.run("org", "create", "  Trimmed Org  "))
+    rows = await fetch(
+        cli_db.url, "SELECT name FROM organizations WHERE id = $1", made["organizationId"]
+    )
+    assert rows[0]["name"] == "Trimmed Org"
+    assert cli_db.run("org", "create", "y" * 200).returncode == 0
+
+
 def test_token_create_refuses_unknown_role_and_org(cli_db: CliDb) -> None:
     org = one_json_line(cli_db.run("org", "create", "Role Test"))["organizationId"]
     bad_role, no_org = cli_db.run_many(

@@ -12,7 +12,7 @@ from api.db import Connection, Pool
 from api.domain.auth import create_personal_access_token, forget_user_tokens
 from api.domain.context import Context
 from api.domain.users import create_machine_user
-from api.errors import OrganizationNotFound
+from api.errors import InvalidArgument, OrganizationNotFound
 from api.ids import new_id
 from api.repositories import orgs, users
 from api.repositories.orgs import Organization
@@ -20,6 +20,7 @@ from api.repositories.users import ACTIVE, INACTIVE, LOCKED, Command
 
 _IAM_OWNER = "IAM_OWNER"
 _IAM_OWNER_USERNAME = "iam-owner"
+_MAX_NAME = 200
 
 
 def _domain_for(name: str) -> str:
@@ -36,6 +37,9 @@ async def create_org(
     db: Pool | Connection | None = None,
 ) -> Organization:
     """A new organization; its domain comes from the name (made unique when taken)."""
+    name = name.strip()
+    if not 1 <= len(name) <= _MAX_NAME or not name.isprintable():
+        raise InvalidArgument(f"organization name must be 1..{_MAX_NAME} printable characters")
     db = db or ctx.pool
     org_id = new_id()
     domain = _domain_for(name)
