@@ -93,7 +93,7 @@ async def _with_context(settings: Settings, command: Command, args: argparse.Nam
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     serve(
         settings,
-        host=args.host,
+        host=args.host or settings.host,
         port=args.port,
         workers=args.workers,
         server=args.server,
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("relay", help="publish committed outbox rows to Celery (woken by Postgres)")
     serve = sub.add_parser("serve", help="run the API: REST, Connect, gRPC-Web and gRPC")
-    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--host", default=None, help="default: IDENTITY_HOST (127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument(
         "--workers",

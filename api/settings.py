@@ -33,6 +33,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     secret_key_previous: str = ""
     # Prefix of every Redis key, so several deployments (or test runs) share one Redis.
     redis_prefix: str = "idn:"
+    # The address ``identity serve`` listens on when --host is not given (the Procfile's and
+    # compose's ``web``): this host only by default; 0.0.0.0 to accept other hosts (compose
+    # sets it inside its network).
+    host: str = "127.0.0.1"
     # Public base URL of the login UI; the default reset link points there.
     public_url: str = "http://127.0.0.1:8080"
     # The link of a reset e-mail when the request names no urlTemplate ("" = from public_url).

@@ -434,3 +434,17 @@ def test_operations_and_development_tools_are_extras() -> None:
     # scripts/test and CI install `.[test]`: the smoke test runs honcho, Flower and the sink.
     [itself] = [r for r in requirements("test") if r.name == pyproject()["project"]["name"]]
     assert {"ops", "dev"} <= itself.extras
+
+
+def test_web_binds_this_host_unless_told_and_workers_have_their_own_names() -> None:
+    """Issue 12: the Procfile's API listens where the README says (IDENTITY_HOST, 127.0.0.1
+    by default), and two workers started from it do not share one Celery node name."""
+    entries = procfile()
+    assert "--host" not in argv(entries["web"])  # from IDENTITY_HOST (api.settings: 127.0.0.1)
+    from api.settings import Settings
+
+    assert Settings().host == "127.0.0.1"
+    worker = entries["worker"]
+    hostname = next(a for a in shlex.split(worker) if a.startswith("--hostname="))
+    # honcho gives each process its own PORT; %h is the machine (a container in compose).
+    assert "${PORT" in hostname and hostname.endswith("@%h"), hostname
