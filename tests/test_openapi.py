@@ -87,3 +87,23 @@ async def test_request_schemas_carry_the_wire_names_and_limits(document: dict[st
     assert schema["properties"]["verificationCode"]["maxLength"] == 20
     password = document["components"]["schemas"]["PasswordIn"]["properties"]["password"]
     assert (password["minLength"], password["maxLength"]) == (1, 200)
+
+
+async def test_token_routes_declare_the_bearer_scheme(world: World) -> None:
+    """Issue 12: the UIs' "try it" can send a token: every route that needs one declares the
+    bearer scheme; logging in and the health checks do not."""
+    document = (await world.client.get("/schema/openapi.json")).json()
+    scheme = document["components"]["securitySchemes"]["BearerToken"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    open_paths = {("post", "/v2/sessions"), ("get", "/healthz"), ("get", "/readyz")}
+    seen = 0
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if not path.startswith("/v2/") and (method, path) not in open_paths:
+                continue
+            if (method, path) in open_paths:
+                assert not operation.get("security"), (method, path)
+            else:
+                assert operation.get("security") == [{"BearerToken": []}], (method, path)
+                seen += 1
+    assert seen >= 10, seen

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from api.domain.context import close_context, open_context
@@ -19,7 +20,7 @@ from api.http.plugin import (
     empty_body_is_an_empty_object,
     refuse_hashing_when_overloaded,
 )
-from api.http.routes import DEPENDENCIES, ROUTES
+from api.http.routes import BEARER, DEPENDENCIES, ROUTES
 from api.settings import Settings, get_settings
 
 log = logging.getLogger("identity")
@@ -60,6 +61,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
         openapi_config=OpenAPIConfig(
             title="Identity: ZITADEL v2 User Service (password endpoints)",
             version="2",
+            components=Components(
+                security_schemes={
+                    BEARER: SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="a session token (POST /v2/sessions) or a personal "
+                        "access token (identity token create)",
+                    )
+                }
+            ),
             path="/schema",
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         ),

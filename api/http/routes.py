@@ -70,6 +70,8 @@ async def authenticated(
 
 
 DEPENDENCIES = {"call": Provide(provide_call, sync_to_thread=False)}
+# The OpenAPI security scheme of the routes that take a token (``api.http.app`` declares it).
+BEARER = "BearerToken"
 ERRORS = {
     status: ResponseSpec(data_container=ErrorBody, description=description)
     for status, description in {
@@ -85,7 +87,12 @@ ERRORS = {
 
 def _protected(proto: str) -> dict[str, Any]:
     """Options of a route that needs a token and has IDs in its path."""
-    return {"guards": [authenticated], "opt": {"proto": proto}, "responses": ERRORS}
+    return {
+        "guards": [authenticated],
+        "opt": {"proto": proto},
+        "responses": ERRORS,
+        "security": [{BEARER: []}],
+    }
 
 
 def _details(details: Details) -> wire.DetailsResponse:
