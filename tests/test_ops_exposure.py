@@ -305,7 +305,7 @@ def test_procfile_runs_flower_through_the_launcher_and_the_sink_in_development_o
     ]
     dev = (ROOT / "scripts" / "dev").read_text()
     assert re.search(r"^export IDENTITY_ENV=development$", dev, re.M)
-    assert re.search(r"^exec honcho start .*\bflower\b.*\bmail\b", dev, re.M)
+    assert re.search(r"^setsid honcho start .*\bflower\b.*\bmail\b", dev, re.M)
 
 
 def test_the_procfiles_mail_sink_refuses_to_run_outside_development(tmp_path: Path) -> None:
