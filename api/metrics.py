@@ -1,6 +1,8 @@
 """Prometheus metrics of the domain, served with the HTTP ones at ``/metrics``.
 
-Per process (each ``identity serve`` worker has its own registry).
+With several server processes, ``identity serve`` puts them in prometheus_client's
+multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``): every process writes its values there and
+``/metrics``, whichever process answers, reads the sum (``api.serve``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ PASSWORD_CHANGES = Counter(
     "identity_password_changes_total", "Committed password changes", ["verification"]
 )
 HASHES_IN_FLIGHT = Gauge(
-    "identity_hashes_in_flight", "Password hashes and verifications running or waiting"
+    "identity_hashes_in_flight",
+    "Password hashes and verifications running or waiting",
+    multiprocess_mode="livesum",  # the processes' sum, dead ones left out
 )
 HASH_OVERLOAD_REJECTIONS = Counter(
     "identity_hash_overload_rejections_total",

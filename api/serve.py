@@ -11,9 +11,12 @@ hypercorn`` serves all on one port, at half the REST rate.
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 from api.settings import Settings
 
@@ -33,6 +36,7 @@ def serve(
         # than run processes times cores hashing threads that only contend.
         cores = os.cpu_count() or 1
         os.environ["IDENTITY_HASH_WORKERS"] = str(max(1, cores // workers))
+    metrics_dir = _share_metrics(workers) if workers > 1 else None
     grpc: subprocess.Popen[bytes] | None = None
     if grpc_port and server == "uvicorn":
         grpc = subprocess.Popen(  # noqa: S603 (our own command line)
@@ -53,6 +57,26 @@ def serve(
                 grpc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 grpc.kill()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _share_metrics(workers: int) -> str | None:
+    """Several server processes: their metrics go to one directory (prometheus_client's
+    multiprocess mode, read by ``/metrics`` whichever process answers), so a scrape sees the
+    sum of all. The directory is the operator's ``PROMETHEUS_MULTIPROC_DIR`` (emptied, as the
+    client requires at each start) or a new temporary one, removed at exit (returned)."""
+    given = os.environ.get(_METRICS_DIR)
+    if given:
+        os.makedirs(given, exist_ok=True)
+        for stale in glob.glob(os.path.join(given, "*.db")):
+            os.remove(stale)
+        return None
+    os.environ[_METRICS_DIR] = tempfile.mkdtemp(prefix="identity-metrics-")
+    return os.environ[_METRICS_DIR]
 
 
 def _uvicorn(settings: Settings, *, host: str, port: int, workers: int, h2: bool) -> None:
