@@ -11,9 +11,12 @@ hypercorn`` serves all on one port, at half the REST rate.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -43,7 +46,9 @@ def serve(
             [
                 *(sys.executable, "-m", "api.cli", "serve", "--server", "hypercorn"),
                 *("--host", host, "--port", str(grpc_port), "--grpc-port", "0"),
-            ]
+                *("--workers", str(workers)),
+            ],
+            preexec_fn=_die_with_parent,  # no threads yet in this process: fork-safe
         )
     try:
         if server == "hypercorn":
@@ -59,6 +64,15 @@ def serve(
                 grpc.kill()
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+    """In the gRPC child, before it runs: SIGTERM when this process ends, however it ends
+    (uvicorn re-raises the signal that stopped it, so the ``finally`` above may never run,
+    and a SIGKILL runs nothing). Linux only; elsewhere the ``finally`` is all there is."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 _METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"

@@ -72,10 +72,23 @@ def serve(settings: Settings, *, server: str = "uvicorn-h2", **extra: str) -> It
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        if grpc_port:  # the gRPC child goes with its parent (it once outlived it)
+            deadline = time.monotonic() + 10
+            while _listening(grpc_port):
+                assert time.monotonic() < deadline, f"the gRPC child on :{grpc_port} outlived serve"
+                time.sleep(0.1)
         if re.search(r"Traceback|ERROR", Path(log.name).read_text(errors="replace")):
             print(f"--- identity serve log\n{_tail(log.name)}", file=sys.stderr)
         secret_scan.keep_log(Path(log.name), "identity serve")  # IDENTITY_SECRET_SCAN=1 only
         os.unlink(log.name)
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def _ready(server: Server) -> bool:
