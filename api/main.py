@@ -4,18 +4,27 @@ Paths of ZITADEL's RPC services (``/zitadel.user.v2.UserService/SetPassword`` an
 go to the RPC transport (Connect, gRPC-Web, gRPC); everything else to the HTTP app
 (REST/JSON, OpenAPI, health, metrics), whose lifespan opens the domain context both use.
 Neither transport publishes to Celery: commands commit their outbox rows, and the relay
-(``identity relay``) publishes them.
+(``identity relay``) publishes them. Around both: the request id (``api.request_ids``) and the
+access log.
 """
 
 from __future__ import annotations
 
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Receive, Scope, Send
+import logging
+import time
 
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import request_ids
 from api.domain.context import Context
 from api.http.app import create_app as create_http_app
 from api.rpc.app import rpc_app, with_cors
 from api.settings import Settings, get_settings
+
+# One line per request at INFO (method, path, status, duration, request id; never a body,
+# a query string or a header): off when the level is WARNING, as in bench/.
+access_log = logging.getLogger("identity.access")
 
 
 def compose(settings: Settings) -> ASGIApp:
@@ -29,7 +38,7 @@ def compose(settings: Settings) -> ASGIApp:
     services = rpc_app(contexts, max_body_bytes=settings.max_body_bytes)
     rpc = {prefix: with_cors(app, settings.cors_origins) for prefix, app in services.items()}
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    async def route(scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         if scope["type"] == ScopeType.HTTP and path.startswith("/zitadel."):
             for prefix, service in rpc.items():
@@ -38,8 +47,46 @@ def compose(settings: Settings) -> ASGIApp:
                     return
         await http(scope, receive, send)
 
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await route(scope, receive, send)
+            return
+        request_id = request_ids.accept(_header(scope, b"x-request-id"))
+        token = request_ids.CURRENT.set(request_id)
+        status = 0
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await route(scope, receive, send_with_id)
+        finally:
+            request_ids.CURRENT.reset(token)
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    "%s %s %d %.1f ms request %s",
+                    scope.get("method", ""),
+                    scope.get("path", ""),
+                    status,
+                    (time.perf_counter() - started) * 1000,
+                    request_id,
+                )
+
     app.http = http  # type: ignore[attr-defined]  # the Litestar app (tests reach its state)
     return app
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
 
 
 def create_app() -> ASGIApp:

@@ -97,6 +97,12 @@ async def deliver_batch(*, ctx: Context, outbox_ids: Sequence[int], deliver: Del
         for (item, user, _), outcome in zip(to_send, outcomes, strict=True):
             if outcome is None:
                 sent.append(item.id)
+                log.info(
+                    "e-mail sent: outbox row %d (%s), request %s",
+                    item.id,
+                    item.task,
+                    item.payload.get("requestId", "-"),
+                )
                 event_type, key = _SENT[item.task]
                 await events.record_notification(
                     conn,

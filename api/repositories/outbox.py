@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from api import request_ids
 from api.db import Connection, Pool
 
 # Task names: what an outbox row asks a worker to do.
@@ -64,8 +65,14 @@ def insert(*, tasks: str, payloads: str) -> str:
 
 
 def arguments(rows: Sequence[NewOutboxRow]) -> tuple[list[str], list[str]]:
-    """The ``tasks`` and ``payloads`` parameters of ``insert`` for ``rows``."""
-    return [r.task for r in rows], [msgspec.json.encode(r.payload).decode() for r in rows]
+    """The ``tasks`` and ``payloads`` parameters of ``insert`` for ``rows``; each payload
+    carries the id of the request that made it (``requestId``), for the worker's log."""
+    request_id = request_ids.CURRENT.get()
+    payloads = [
+        msgspec.json.encode({**r.payload, "requestId": request_id} if request_id else r.payload)
+        for r in rows
+    ]
+    return [r.task for r in rows], [p.decode() for p in payloads]
 
 
 _MARK_PUBLISHED = """
