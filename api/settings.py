@@ -120,6 +120,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     mail_task_delay_s: float = 0.0
 
     log_level: str = "INFO"
+    # How often each API process reads the outbox's state for /metrics.
+    metrics_refresh_s: float = 15.0
 
     @property
     def hash_threads(self) -> int:

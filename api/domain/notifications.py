@@ -154,3 +154,9 @@ async def _notice(ctx: Context, conn: Connection, item: OutboxItem) -> tuple[Use
     else:
         notice = Notice(kind=PASSWORD_CHANGED, to=to, name=name, outbox_id=item.id)
     return user, notice
+
+
+async def outbox_health(*, ctx: Context) -> outbox.OutboxHealth:
+    """The outbox's backlog, oldest unsent row, dead rows and e-mails sent (for /metrics):
+    read from Postgres, so every process and every worker count is the same truth."""
+    return await outbox.health(ctx.pool, sent_event_types=[t for t, _ in _SENT.values()])

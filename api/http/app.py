@@ -3,6 +3,8 @@ metrics. Commands only commit their outbox rows; the relay (``workers.relay``) p
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,7 +15,9 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
-from api.domain.context import close_context, open_context
+from api import metrics
+from api.domain import notifications
+from api.domain.context import Context, close_context, open_context
 from api.http.errors import handle_exception
 from api.http.plugin import (
     WirePlugin,
@@ -30,6 +34,25 @@ class IdentityPrometheusController(PrometheusController):
     path = "/metrics"
 
 
+async def refresh_outbox_metrics(ctx: Context) -> None:
+    health = await notifications.outbox_health(ctx=ctx)
+    metrics.OUTBOX_BACKLOG.set(health.backlog)
+    metrics.OUTBOX_OLDEST_UNSENT_SECONDS.set(health.oldest_unsent_s)
+    metrics.OUTBOX_DEAD.set(health.dead)
+    metrics.EMAILS_SENT.set(health.emails_sent)
+
+
+async def watch_outbox(ctx: Context) -> None:
+    """Keep the outbox gauges current (every ``metrics_refresh_s``); a store that does not
+    answer leaves them as they were (``/readyz`` says so)."""
+    while True:
+        try:
+            await refresh_outbox_metrics(ctx)
+        except Exception as exc:  # Postgres away: try again next time
+            log.debug("outbox metrics not refreshed: %s", type(exc).__name__)
+        await asyncio.sleep(ctx.settings.metrics_refresh_s)
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the app."""
     settings = settings or get_settings()
@@ -40,9 +63,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         app.state.ctx = await open_context(settings)
+        watcher = asyncio.create_task(watch_outbox(app.state.ctx))
         try:
             yield
         finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
             await close_context(app.state.ctx)
 
     prometheus = PrometheusConfig(app_name="identity", prefix="identity", group_path=True)

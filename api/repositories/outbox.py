@@ -155,3 +155,34 @@ async def record_failures(
         list(permanent),
     )
     return sum(1 for r in rows if r["dead"])
+
+
+class OutboxHealth(msgspec.Struct, frozen=True):
+    """What the outbox says about the side effects: rows waiting, the age of the oldest,
+    dead rows, and e-mails sent so far (their events)."""
+
+    backlog: int
+    oldest_unsent_s: float
+    dead: int
+    emails_sent: int
+
+
+_HEALTH = """
+SELECT
+  (SELECT count(*) FROM outbox WHERE processed_at IS NULL AND dead_at IS NULL) AS backlog,
+  (SELECT coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)
+     FROM outbox WHERE processed_at IS NULL AND dead_at IS NULL) AS oldest_unsent_s,
+  (SELECT count(*) FROM outbox WHERE dead_at IS NOT NULL) AS dead,
+  (SELECT count(*) FROM events WHERE event_type = ANY($1::text[])) AS emails_sent
+"""
+
+
+async def health(db: Pool | Connection, *, sent_event_types: Sequence[str]) -> OutboxHealth:
+    row = await db.fetchrow(_HEALTH, list(sent_event_types))
+    assert row is not None  # one row, always
+    return OutboxHealth(
+        int(row["backlog"]),
+        float(row["oldest_unsent_s"]),
+        int(row["dead"]),
+        int(row["emails_sent"]),
+    )
