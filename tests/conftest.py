@@ -24,7 +24,7 @@ from api.settings import Settings, settings_from_env
 from tests.support import World
 
 # The opt-in scan of a whole run for the secrets it used (IDENTITY_SECRET_SCAN=1).
-pytest_plugins = ["tests.secret_scan"]
+pytest_plugins = ["tests.secret_scan", "tests.openapi_coverage"]
 
 ADMIN_URL = os.environ.get(
     "IDENTITY_TEST_DATABASE_ADMIN_URL", "postgresql://root@127.0.0.1:5432/postgres"

@@ -107,3 +107,27 @@ async def test_token_routes_declare_the_bearer_scheme(world: World) -> None:
                 assert operation.get("security") == [{"BearerToken": []}], (method, path)
                 seen += 1
     assert seen >= 10, seen
+
+
+def test_the_document_is_valid_openapi_and_lists_each_routes_errors() -> None:
+    """Issue 12: the document validates (openapi-spec-validator), every error status an
+    operation answers has the contract's body and an example, and the session-end check
+    (``tests/openapi_coverage.py``) would catch a status the document does not list."""
+    from openapi_spec_validator import validate
+
+    from tests.openapi_coverage import document, undocumented
+
+    doc = document()
+    validate(doc)
+    change = doc["paths"]["/v2/users/{user_id}/password"]["post"]["responses"]
+    assert {"200", "400", "401", "403", "404", "413", "429", "503"} <= set(change)
+    example = next(iter(change["429"]["content"]["application/json"]["examples"].values()))
+    assert example["value"]["details"][0]["id"] == "LIMIT-R4te1"
+    assert "409" in doc["paths"]["/v2/users/human"]["post"]["responses"]
+    seen = {
+        ("post", "/v2/users/123/password", 429),  # listed
+        ("post", "/v2/users/123/password", 418),  # not listed: caught
+        ("get", "/v2/users/123/password", 405),  # not an operation of the document
+        ("get", "/nowhere", 404),  # not a path of the document
+    }
+    assert undocumented(seen, doc) == ["POST /v2/users/{user_id}/password 418"]

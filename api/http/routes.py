@@ -14,13 +14,14 @@ from litestar.connection import ASGIConnection
 from litestar.di import Provide
 from litestar.handlers import BaseRouteHandler, HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
 from litestar.params import JSONBody, PathParameter, SkipValidation
 
 from api import wire
 from api.domain import auth, passwords, sessions, users
 from api.domain.auth import Principal
 from api.domain.context import Context, check_stores
-from api.http.errors import ErrorBody
+from api.http.errors import DETAIL_TYPE, ErrorBody
 from api.repositories.events import Details
 
 
@@ -72,25 +73,58 @@ async def authenticated(
 DEPENDENCIES = {"call": Provide(provide_call, sync_to_thread=False)}
 # The OpenAPI security scheme of the routes that take a token (``api.http.app`` declares it).
 BEARER = "BearerToken"
-ERRORS = {
-    status: ResponseSpec(data_container=ErrorBody, description=description)
-    for status, description in {
-        400: "invalid request, or a state that forbids it (see the error table)",
-        401: "missing or unknown token",
-        403: "not allowed",
-        404: "not found",
-        429: "too many requests (Retry-After)",
-        503: "overloaded or a store unavailable (Retry-After)",
-    }.items()
+_ERROR_EXAMPLES: dict[int, tuple[str, int, str, str]] = {
+    # status: (when, gRPC code, error id, message)
+    400: ("invalid request, or a state that forbids it", 3, "COMMAND-3M0fs", "Password is invalid"),
+    401: ("missing or unknown token", 16, "AUTH-7fs1e", "Errors.Token.Invalid"),
+    403: ("not allowed", 7, "AUTH-AWfge", "No matching permissions found"),
+    404: ("not found", 5, "COMMAND-SAF4f", "User could not be found"),
+    409: ("already exists", 6, "COMMAND-k2un8", "Username is already taken"),
+    413: ("request body too large", 3, "", "request body too large"),
+    429: ("too many requests (Retry-After)", 8, "LIMIT-R4te1", "Too many requests"),
+    500: (
+        "a fault of the service (never the request's: no input causes it)",
+        13,
+        "SERVER-Int3r",
+        "Internal error",
+    ),
+    503: (
+        "overloaded or a store unavailable (Retry-After)",
+        14,
+        "SERVER-0verl",
+        "Service is overloaded",
+    ),
 }
 
 
-def _protected(proto: str) -> dict[str, Any]:
-    """Options of a route that needs a token and has IDs in its path."""
+def _errors(*statuses: int) -> dict[int, ResponseSpec]:
+    """The contract's error body for each status a route can answer, with an example."""
+    specs = {}
+    for status in statuses:
+        when, code, error_id, message = _ERROR_EXAMPLES[status]
+        details = [{"@type": DETAIL_TYPE, "id": error_id, "message": message}] if error_id else []
+        example = {"code": code, "message": f"{message} ({error_id})" if error_id else message}
+        if details:
+            example["details"] = details
+        specs[status] = ResponseSpec(
+            data_container=ErrorBody,
+            description=f"{when} (see README's error table)",
+            examples=[Example(summary=message, value=example)],
+        )
+    return specs
+
+
+# Every route with a token and IDs in its path can answer these; each adds its own.
+_BASE_ERRORS = (400, 401, 403, 404, 500, 503)
+
+
+def _protected(proto: str, *errors: int) -> dict[str, Any]:
+    """Options of a route that needs a token and has IDs in its path (``errors``: the
+    statuses it answers besides ``_BASE_ERRORS``)."""
     return {
         "guards": [authenticated],
         "opt": {"proto": proto},
-        "responses": ERRORS,
+        "responses": _errors(*sorted({*_BASE_ERRORS, *errors})),
         "security": [{BEARER: []}],
     }
 
@@ -107,7 +141,7 @@ def _details(details: Details) -> wire.DetailsResponse:
     tags=["passwords"],
     summary="Change password",
     status_code=200,
-    **_protected("SetPasswordRequest"),
+    **_protected("SetPasswordRequest", 413, 429),
 )
 async def set_password(
     call: Req,
@@ -133,7 +167,7 @@ async def set_password(
     tags=["passwords"],
     summary="Request a password reset code",
     status_code=200,
-    **_protected("PasswordResetRequest"),
+    **_protected("PasswordResetRequest", 413, 429),
 )
 async def password_reset(
     call: Req, user_id: UserId, data: JSONBody[wire.PasswordResetRequest]
@@ -157,7 +191,7 @@ async def password_reset(
     tags=["users"],
     summary="Create a human user",
     status_code=201,
-    **_protected("AddHumanUserRequest"),
+    **_protected("AddHumanUserRequest", 409, 413),
 )
 async def add_human_user(
     call: Req, data: JSONBody[wire.AddHumanUserRequest]
@@ -192,7 +226,7 @@ def _state_route(
         status_code=200,
         name=f"user-{action}",
         operation_id=f"user_{action}",
-        **_protected(proto),
+        **_protected(proto, 413),
     )
     async def handler(call: Req, user_id: UserId) -> wire.DetailsResponse:
         details = await users.change_state(
@@ -240,7 +274,7 @@ delete_user = _state_route(
     tags=["sessions"],
     summary="Log in (create a session)",
     status_code=201,
-    responses=ERRORS,
+    responses=_errors(400, 404, 413, 429, 500, 503),
 )
 async def create_session(
     call: Req, data: JSONBody[wire.CreateSessionRequest]
@@ -296,7 +330,12 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", tags=["health"], summary="Postgres and Redis are reachable")
+@get(
+    "/readyz",
+    tags=["health"],
+    summary="Postgres and Redis are reachable",
+    responses=_errors(503),
+)
 async def readyz(call: Req) -> dict[str, str]:
     await check_stores(ctx=call.ctx)
     return {"status": "ok", "postgres": "ok", "redis": "ok"}
