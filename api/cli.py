@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from api import logs
 from api.domain import orgs, policies, tokens
 from api.domain.auth import ROLES
 from api.domain.context import Context, context
@@ -174,11 +174,7 @@ _COMMANDS: dict[tuple[str, str | None], Command] = {
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(settings, process=args.command)
     if args.command != "migrate":  # migrations hold no secret
         settings.require_secret_key(args.command)
     if args.command == "serve":

@@ -16,7 +16,7 @@ import time
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import request_ids
+from api import logs, request_ids
 from api.domain.context import Context
 from api.http.app import create_app as create_http_app
 from api.rpc.app import rpc_app, with_cors
@@ -67,7 +67,6 @@ def compose(settings: Settings) -> ASGIApp:
         try:
             await route(scope, receive, send_with_id)
         finally:
-            request_ids.CURRENT.reset(token)
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info(
                     "%s %s %d %.1f ms request %s",
@@ -77,6 +76,7 @@ def compose(settings: Settings) -> ASGIApp:
                     (time.perf_counter() - started) * 1000,
                     request_id,
                 )
+            request_ids.CURRENT.reset(token)
 
     app.http = http  # type: ignore[attr-defined]  # the Litestar app (tests reach its state)
     return app
@@ -90,4 +90,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def create_app() -> ASGIApp:
-    return compose(get_settings())
+    """The factory ``identity serve`` runs (in each server process)."""
+    settings = get_settings()
+    logs.configure(settings, process="api")
+    return compose(settings)

@@ -103,6 +103,7 @@ def _uvicorn(settings: Settings, *, host: str, port: int, workers: int, h2: bool
         port=port,
         workers=workers,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's lines go through ours (api.logs): JSON in production
         loop="uvloop",
         http="zttp" if h2 else "httptools",
         http2=h2,

@@ -120,6 +120,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     mail_task_delay_s: float = 0.0
 
     log_level: str = "INFO"
+    # "json" (one object a line), "text", or "auto": JSON in production, text in development.
+    log_format: str = "auto"
     # How often each API process reads the outbox's state for /metrics.
     metrics_refresh_s: float = 15.0
 

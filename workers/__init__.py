@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from celery.signals import beat_init, celeryd_init, worker_process_shutdown
+import logging
 
+from celery.signals import (
+    after_setup_logger,
+    beat_init,
+    celeryd_init,
+    worker_process_shutdown,
+)
+
+from api import logs
 from api.settings import get_settings
 from workers import runtime
 from workers.celery_app import create_celery
@@ -23,6 +31,13 @@ def _refuse_dev_secret_worker(**_: object) -> None:
 @beat_init.connect
 def _refuse_dev_secret_beat(**_: object) -> None:
     get_settings().require_secret_key("beat")
+
+
+@after_setup_logger.connect
+def _our_log_lines(logger: logging.Logger, **_: object) -> None:
+    # Celery set up its handlers; they write our lines (JSON in production, request ids).
+    for handler in logger.handlers:
+        logs.adopt(handler, get_settings(), process="celery")
 
 
 @worker_process_shutdown.connect

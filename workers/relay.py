@@ -18,6 +18,7 @@ import sys
 
 import asyncpg
 
+from api import logs
 from api.domain.context import context
 from api.domain.outbox import relay_due
 from api.settings import Settings, get_settings
@@ -98,11 +99,7 @@ def main() -> None:
     settings.require_secret_key("relay")
     if sys.argv[1:] == ["--check"]:
         raise SystemExit(0 if asyncio.run(listening(settings)) else 1)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(settings, process="relay")
 
     async def run() -> None:
         stop = asyncio.Event()
