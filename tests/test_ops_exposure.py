@@ -275,12 +275,18 @@ def test_compose_flower_requires_a_login() -> None:
     refused(flower_dry_run(launcher_env(**given)), "FLOWER_BASIC_AUTH")
 
 
+MONITORING = ("prometheus", "grafana")
+
+
 def test_the_mail_catcher_is_development_only() -> None:
     found = services()
     catcher = mail_catcher()
     assert found[catcher]["profiles"] == ["dev"]
     for name, service in found.items():
         if name == catcher:
+            continue
+        if name in MONITORING:  # the optional Prometheus and Grafana (issue 12)
+            assert service["profiles"] == ["monitoring"], name
             continue
         assert "profiles" not in service, name
         dependency = service.get("depends_on", {}).get(catcher)
