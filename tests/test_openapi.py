@@ -4,6 +4,7 @@ error body. There is no second table of routes to keep in step."""
 
 from __future__ import annotations
 
+import re
 import typing
 from typing import Any
 
@@ -131,3 +132,19 @@ def test_the_document_is_valid_openapi_and_lists_each_routes_errors() -> None:
         ("get", "/nowhere", 404),  # not a path of the document
     }
     assert undocumented(seen, doc) == ["POST /v2/users/{user_id}/password 418"]
+
+
+@pytest.mark.parametrize("page", ["/schema", "/schema/swagger"])
+async def test_the_ui_loads_nothing_from_elsewhere(world: World, page: str) -> None:
+    """Issue 12: the OpenAPI UI's scripts and styles come from the service itself (the
+    swagger-ui-py package's files), so it works offline and runs no third party's code."""
+    html = (await world.client.get(page)).text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert assets, html
+    assert not [a for a in assets if a.startswith(("http://", "https://", "//"))], assets
+    for asset in assets:
+        if asset.startswith("/schema/assets/"):
+            loaded = await world.client.get(asset)
+            assert loaded.status_code == 200, asset
+            assert len(loaded.content) > 100, asset
+    assert any(a.endswith("swagger-ui-bundle.js") for a in assets), assets

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.static_files import create_static_files_router
 
 from api import metrics
 from api.domain import notifications
@@ -32,6 +35,19 @@ log = logging.getLogger("identity")
 
 class IdentityPrometheusController(PrometheusController):
     path = "/metrics"
+
+
+SWAGGER_ASSETS = "/schema/assets"
+
+
+def swagger_assets() -> Router:
+    """Swagger UI's files, from the swagger-ui-py package (located, not imported)."""
+    spec = importlib.util.find_spec("swagger_ui")
+    assert spec is not None and spec.submodule_search_locations, "swagger-ui-py is a dependency"
+    static = Path(next(iter(spec.submodule_search_locations))) / "static"
+    return create_static_files_router(
+        path=SWAGGER_ASSETS, directories=[static], include_in_schema=False
+    )
 
 
 async def refresh_outbox_metrics(ctx: Context) -> None:
@@ -74,7 +90,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     prometheus = PrometheusConfig(app_name="identity", prefix="identity", group_path=True)
     return Litestar(
-        route_handlers=[*ROUTES, IdentityPrometheusController],
+        route_handlers=[*ROUTES, IdentityPrometheusController, swagger_assets()],
         dependencies=DEPENDENCIES,
         plugins=[WirePlugin()],
         lifespan=[lifespan],
@@ -99,7 +115,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 }
             ),
             path="/schema",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            # Swagger UI from the service itself (swagger-ui-py's files): nothing from a CDN,
+            # so the page works offline and loads no third party's script.
+            render_plugins=[
+                SwaggerRenderPlugin(
+                    path=["/", "/swagger"],
+                    js_url=f"{SWAGGER_ASSETS}/swagger-ui-bundle.js",
+                    css_url=f"{SWAGGER_ASSETS}/swagger-ui.css",
+                    standalone_preset_js_url=f"{SWAGGER_ASSETS}/swagger-ui-standalone-preset.js",
+                    favicon=f'<link rel="icon" href="{SWAGGER_ASSETS}/favicon-32x32.png">',
+                )
+            ],
         ),
         debug=False,
         # Logging is configured once by the process (``identity serve``), not by the app.
