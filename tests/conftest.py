@@ -11,6 +11,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -18,10 +19,12 @@ import pytest
 import redis as sync_redis
 from litestar.testing import AsyncTestClient
 
+from api.domain.context import Context, context
 from api.http.app import create_app
 from api.migrate import migrate
 from api.settings import Settings, settings_from_env
-from tests.support import World
+from tests.support import REFUSED_ADDRESS, World
+from workers.smtp_sink import MailSink
 
 # The opt-in scan of a whole run for the secrets it used (IDENTITY_SECRET_SCAN=1).
 pytest_plugins = ["tests.secret_scan", "tests.openapi_coverage"]
@@ -129,3 +132,23 @@ async def world(client: AsyncTestClient[Any], settings: Settings) -> AsyncIterat
         yield w
     finally:
         await w.close()
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[MailSink]:
+    """A real SMTP server (aiosmtpd) that stores what it receives; it refuses
+    ``REFUSED_ADDRESS`` (550), for the tests of undeliverable mail."""
+    server = MailSink(tmp_path / "mail", refuse=frozenset({REFUSED_ADDRESS})).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def mail_ctx(
+    make_settings: Callable[..., Settings], sink: MailSink
+) -> AsyncIterator[Context]:
+    """The domain's context of a worker that sends through ``sink``."""
+    async with context(make_settings(smtp_url=sink.url)) as opened:
+        yield opened

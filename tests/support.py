@@ -24,6 +24,8 @@ from api.http.app import create_app
 from api.settings import Settings
 
 STRONG_PASSWORD = "Str0ng!Passw0rd"
+# The address the test SMTP sink (the ``sink`` fixture) refuses with 550.
+REFUSED_ADDRESS = "nobody@refused.example"
 _counter = itertools.count(1)
 
 

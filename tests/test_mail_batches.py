@@ -4,8 +4,7 @@ after the retry budget, and a dead row is never published again."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -13,20 +12,11 @@ from api.domain import notifications
 from api.domain.context import Context, context
 from api.repositories import outbox
 from api.settings import Settings
-from tests.support import World
+from tests.support import REFUSED_ADDRESS, World
 from workers import mail
 from workers.smtp_sink import MailSink
 
-REFUSED = "nobody@refused.example"
-
-
-@pytest.fixture
-def sink(tmp_path: Path) -> Iterator[MailSink]:
-    server = MailSink(tmp_path / "mail", refuse=frozenset({REFUSED})).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+REFUSED = REFUSED_ADDRESS  # the sink fixture refuses it (550)
 
 
 @pytest.fixture

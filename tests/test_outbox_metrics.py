@@ -5,8 +5,7 @@ sent what."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -14,20 +13,11 @@ from api.domain import notifications
 from api.domain.context import Context, context
 from api.http.app import refresh_outbox_metrics
 from api.settings import Settings
-from tests.support import STRONG_PASSWORD, World
+from tests.support import REFUSED_ADDRESS, STRONG_PASSWORD, World
 from workers import mail
 from workers.smtp_sink import MailSink
 
-REFUSED = "nobody@refused.example"
-
-
-@pytest.fixture
-def sink(tmp_path: Path) -> Iterator[MailSink]:
-    server = MailSink(tmp_path / "mail", refuse=frozenset({REFUSED})).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+REFUSED = REFUSED_ADDRESS  # the sink fixture refuses it (550)
 
 
 @pytest.fixture

@@ -7,37 +7,18 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 
 import pytest
 from litestar.testing import AsyncTestClient
 
 from api import request_ids
 from api.domain import notifications
-from api.domain.context import Context, context
+from api.domain.context import Context
 from api.main import compose
 from api.settings import Settings
 from tests.support import STRONG_PASSWORD, World, bearer
 from workers import mail
 from workers.smtp_sink import MailSink
-
-
-@pytest.fixture
-def sink(tmp_path: Path) -> Iterator[MailSink]:
-    server = MailSink(tmp_path / "mail").start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-async def mail_ctx(
-    make_settings: Callable[..., Settings], sink: MailSink
-) -> AsyncIterator[Context]:
-    async with context(make_settings(smtp_url=sink.url)) as opened:
-        yield opened
 
 
 async def test_a_change_and_its_email_share_the_request_id(

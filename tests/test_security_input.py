@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -295,15 +294,6 @@ OLD_BAD_ROWS = {
     "second-recipient": "victim@example.com, evil@example.net",
     "crlf-header-injection": "victim@example.com\r\nBcc: evil@example.net",
 }
-
-
-@pytest.fixture
-def sink(tmp_path: Path) -> Iterator[MailSink]:
-    server = MailSink(tmp_path / "mail").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

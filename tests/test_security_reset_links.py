@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
 from api.domain import notifications
-from api.domain.context import Context, context
+from api.domain.context import Context
 from api.settings import Settings
 from tests.support import STRONG_PASSWORD, World, assert_error, bearer
 from workers import mail
@@ -111,23 +110,6 @@ async def test_an_administrator_may_use_any_https_origin_but_no_other_scheme(wor
             assert_error(refused, 400, 3, "DOMAIN-oGh5e", "URL Template is invalid")
         else:
             assert_error(refused, 400, 3, "DOMAIN-oGh5e", "URL Template is invalid")
-
-
-@pytest.fixture
-def sink(tmp_path: Path) -> Iterator[MailSink]:
-    server = MailSink(tmp_path / "mail").start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-async def mail_ctx(
-    make_settings: Callable[..., Settings], sink: MailSink
-) -> AsyncIterator[Context]:
-    async with context(make_settings(smtp_url=sink.url)) as opened:
-        yield opened
 
 
 async def test_substituted_values_are_url_encoded(

@@ -15,7 +15,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -144,15 +144,6 @@ def test_development_allows_the_default_key() -> None:
 
 OLD_KEY = "old-secret-key-0123456789abcdef0123456789"
 NEW_KEY = "new-secret-key-0123456789abcdef0123456789"
-
-
-@pytest.fixture
-def sink(tmp_path: Path) -> Iterator[MailSink]:
-    server = MailSink(tmp_path / "mail").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_rotation_keeps_what_the_old_key_made_working(
