@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
-from api import crypto
+from api import crypto, request_ids
 from api.db import Connection
 from api.domain import emails
 from api.domain.context import Context
@@ -97,12 +97,15 @@ async def deliver_batch(*, ctx: Context, outbox_ids: Sequence[int], deliver: Del
         for (item, user, _), outcome in zip(to_send, outcomes, strict=True):
             if outcome is None:
                 sent.append(item.id)
+                request_id = item.payload.get("requestId")
+                bound = request_ids.CURRENT.set(request_id)  # the line's request_id field too
                 log.info(
                     "e-mail sent: outbox row %d (%s), request %s",
                     item.id,
                     item.task,
-                    item.payload.get("requestId", "-"),
+                    request_id or "-",
                 )
+                request_ids.CURRENT.reset(bound)
                 event_type, key = _SENT[item.task]
                 await events.record_notification(
                     conn,
