@@ -4,8 +4,8 @@ Paths of ZITADEL's RPC services (``/zitadel.user.v2.UserService/SetPassword`` an
 go to the RPC transport (Connect, gRPC-Web, gRPC); everything else to the HTTP app
 (REST/JSON, OpenAPI, health, metrics), whose lifespan opens the domain context both use.
 Neither transport publishes to Celery: commands commit their outbox rows, and the relay
-(``identity relay``) publishes them. Around both: the request id (``api.request_ids``) and the
-access log.
+(``identity relay``) publishes them. Around both: the request id (``api.request_ids``), the
+access log and, when tracing is on, the HTTP server span (``api.tracing``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import logs, request_ids
+from api import logs, request_ids, tracing
 from api.domain.context import Context
 from api.http.app import create_app as create_http_app
 from api.rpc.app import rpc_app, with_cors
@@ -47,6 +47,9 @@ def compose(settings: Settings) -> ASGIApp:
                     return
         await http(scope, receive, send)
 
+    # The HTTP server span (OpenTelemetry) when tracing is on; off, ``route`` itself.
+    traced = tracing.asgi(route)
+
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
             await route(scope, receive, send)
@@ -65,7 +68,7 @@ def compose(settings: Settings) -> ASGIApp:
             await send(message)
 
         try:
-            await route(scope, receive, send_with_id)
+            await traced(scope, receive, send_with_id)
         finally:
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info(
@@ -93,4 +96,5 @@ def create_app() -> ASGIApp:
     """The factory ``identity serve`` runs (in each server process)."""
     settings = get_settings()
     logs.configure(settings, process="api")
+    tracing.configure(process="api")
     return compose(settings)

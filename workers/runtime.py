@@ -1,7 +1,8 @@
 """Per-process context for tasks: one event loop and the domain's ``Context`` on it.
 
 Created lazily in the process that runs tasks (after a prefork fork, never before), so
-each pool child has its own connections.
+each pool child has its own connections (and, when the ``OTEL_*`` variables turn tracing on,
+its own span exporter).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from api import tracing
 from api.domain.context import Context, close_context, open_context
 from api.settings import get_settings
 
@@ -31,6 +33,7 @@ _runtime: Runtime | None = None
 def runtime() -> Runtime:
     global _runtime
     if _runtime is None or _runtime.pid != os.getpid():
+        tracing.configure(process="worker")  # when the OTEL_* variables ask for it
         loop = asyncio.new_event_loop()
         # Tasks publish nothing after commit: the relay publishes what they add.
         ctx = loop.run_until_complete(open_context(get_settings(), min_size=0, max_size=2))
@@ -48,4 +51,5 @@ def close() -> None:
         rt = _runtime
         rt.loop.run_until_complete(close_context(rt.ctx))
         rt.loop.close()
+        tracing.flush()  # a pool child ends without its exit handlers
     _runtime = None

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from api import tracing
 from api.db import Connection, Pool
 from api.errors import (
     OrganizationNotFound,
@@ -276,7 +277,7 @@ def _command(
 ) -> str:
     side_effects = outbox.insert(tasks="$6::text[]", payloads="$7::text[]")
     live = ("" if removed_too else " AND deleted_at IS NULL") + where
-    return f"""
+    statement = f"""
 WITH target AS (
     SELECT id, org_id, sequence FROM users
     WHERE id = $1{live} AND state = ANY($2::text[])
@@ -296,6 +297,12 @@ SELECT ev.sequence, ev.created_at, ev.resource_owner,
        (SELECT credentials_version FROM updated) AS credentials_version{returns}
 FROM ev
 """
+    _EVENT_TYPES[statement] = event_type
+    return statement
+
+
+# The event type of each command's statement: the name of its span when tracing is on.
+_EVENT_TYPES: dict[str, str] = {}
 
 
 # A password change also ends the user's sessions ($11: but the one that made the change,
@@ -385,18 +392,24 @@ async def _run(
     db: Pool | Connection, statement: str, command: Command, *values: Any
 ) -> UserChange | None:
     """Run a command; ``None`` if the user is gone or no longer in ``command.states`` (or its
-    hash is no longer ``expected_hash``): the caller re-reads the user to say which."""
-    record = await db.fetchrow(
-        statement,
-        command.user_id,
-        list(command.states),
-        command.expected_hash,
-        command.payload,
-        command.creator,
-        *outbox.arguments(command.side_effects),
-        command.expected_version,
-        *values,
-    )
+    hash is no longer ``expected_hash``): the caller re-reads the user to say which.
+
+    When tracing is on, the statement (the change's write and, in autocommit, its commit)
+    has its span; the outbox rows store its trace context."""
+    event_type = _EVENT_TYPES.get(statement, "command")
+    attributes = {"db.system.name": "postgresql", "identity.event_type": event_type}
+    with tracing.span(f"command {event_type}", kind="client", attributes=attributes):
+        record = await db.fetchrow(
+            statement,
+            command.user_id,
+            list(command.states),
+            command.expected_hash,
+            command.payload,
+            command.creator,
+            *outbox.arguments(command.side_effects),
+            command.expected_version,
+            *values,
+        )
     if record is None:
         return None
     return UserChange(
