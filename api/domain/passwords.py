@@ -1,4 +1,5 @@
-"""Change a user's password (three branches) and request a reset code.
+"""Change a user's password (three branches) and request a reset code (by user id, or by
+login name from the hosted "forgot password" page).
 
 The flow of ``change_password``, in the contract's order:
 
@@ -21,10 +22,12 @@ A policy failure or a failed write after a successful code claim releases the cl
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import functools
 import logging
+import time
 from typing import Any
 
 import msgspec
@@ -35,7 +38,15 @@ from api.domain.auth import Principal, require_self_or_write_on, require_write_o
 from api.domain.context import Context
 from api.domain.policies import check_new_password, effective_policy
 from api.domain.reset_links import validate_url_template
-from api.errors import CodeNotFound, PasswordInvalid, PasswordUnchanged, UserNotFound
+from api.errors import (
+    CodeNotFound,
+    PasswordInvalid,
+    PasswordUnchanged,
+    RateLimited,
+    UserLocked,
+    UserNotActive,
+    UserNotFound,
+)
 from api.kv import eval_many
 from api.repositories import codes, outbox, ratelimit, tokens, users
 from api.repositories.events import Details
@@ -217,6 +228,14 @@ async def _write_change(
     raise UserNotFound()
 
 
+def code_holder(user_id: str) -> Principal:
+    """Who changes a password with a reset code and no token (the hosted reset page,
+    ``api.http.pages``): the user the code was issued to, as the code proves. It may use the
+    code branch of ``change_password`` only: it holds no session and no role, so the other
+    branches refuse it."""
+    return Principal(user_id=user_id, org_id="")
+
+
 async def request_password_reset(
     *,
     ctx: Context,
@@ -240,6 +259,66 @@ async def request_password_reset(
             # acting on itself only to this service's own pages.
             any_https=principal.may_write(user.org_id, user),
         )
+    return await _issue_code(
+        ctx=ctx,
+        user=user,
+        creator=principal.user_id,
+        return_code=return_code,
+        url_template=url_template,
+    )
+
+
+async def request_password_reset_by_login_name(
+    *, ctx: Context, login_name: str, client_ip: str
+) -> None:
+    """The hosted "forgot password" page: e-mail the user that ``login_name`` names a reset
+    link (the default one, to this service's reset page), as ``request_password_reset`` with
+    ``sendLink`` does.
+
+    The answer is the same whether or not the account exists: nothing, after at least
+    ``reset_request_min_duration_s``. Only the limits per client address and per login name
+    (checked first, for any name) refuse, with ``RateLimited``; an unknown name, a machine
+    user, a user who may not reset, one without an e-mail address, or one past its own
+    hourly limit simply get no e-mail."""
+    started = time.monotonic()
+    settings = ctx.settings
+    await ratelimit.enforce(
+        ctx.redis,
+        [
+            ratelimit.reset_requests_by_address(
+                ctx.keys, client_ip, settings.rate_reset_requests_per_ip_per_hour
+            ),
+            ratelimit.reset_requests_by_login_name(
+                ctx.keys, login_name, settings.rate_reset_requests_per_login_name_per_hour
+            ),
+        ],
+    )
+    try:
+        user = credentials.require_human(await users.find_by_login_name(ctx.pool, login_name))
+        credentials.require_state(user, _RESET_STATES)
+        if not user.email:
+            raise UserNotFound()
+        await _issue_code(ctx=ctx, user=user, creator=user.id, return_code=False, url_template=None)
+    except (UserNotFound, UserLocked, UserNotActive, RateLimited) as quiet:
+        # Said to nobody (the answer must not tell), logged by kind only.
+        log.info("reset by login name: no e-mail (%s)", type(quiet).__name__)
+    finally:
+        left = settings.reset_request_min_duration_s - (time.monotonic() - started)
+        if left > 0:
+            await asyncio.sleep(left)
+
+
+async def _issue_code(
+    *,
+    ctx: Context,
+    user: User,
+    creator: str,
+    return_code: bool,
+    url_template: str | None,
+) -> tuple[Details, str | None]:
+    """The user's new code (its own hourly limit first), stored in Redis and, for an e-mail,
+    its outbox row with the link's template, in one command; the code only for
+    ``return_code``."""
     policy = effective_policy(ctx.settings, user.policy_overrides)
     await ratelimit.enforce(
         ctx.redis,
@@ -279,7 +358,7 @@ async def request_password_reset(
         command = Command(
             user_id=user.id,
             states=_RESET_STATES,
-            creator=principal.user_id,
+            creator=creator,
             payload=payload,
             side_effects=side_effects,
         )

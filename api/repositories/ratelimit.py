@@ -6,6 +6,7 @@ the exact wait, which becomes the 429's ``Retry-After``.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import math
 from dataclasses import dataclass, replace
@@ -119,6 +120,20 @@ def verifications_by_user(keys: Keys, user_id: str, per_minute: int) -> Limit:
 
 def reset_requests_by_user(keys: Keys, user_id: str, per_hour: int) -> Limit:
     return Limit(keys.user_limit("reset", user_id), per_hour, 3600, "hit")
+
+
+def reset_requests_by_address(keys: Keys, client_ip: str, per_hour: int) -> Limit:
+    """Reset e-mails asked for by login name (the hosted "forgot password" page), per
+    client address."""
+    return Limit(keys.address_limit("reset", address_bucket(client_ip)), per_hour, 3600, "hit")
+
+
+def reset_requests_by_login_name(keys: Keys, login_name: str, per_hour: int) -> Limit:
+    """... and per login name, whether or not it names anyone (so the limit says nothing
+    about the account). Login names resolve case-insensitively; the key holds a digest, not
+    the name."""
+    digest = hashlib.sha256(login_name.strip().lower().encode()).hexdigest()[:32]
+    return Limit(keys.user_limit("reset-name", digest), per_hour, 3600, "hit")
 
 
 class Verification(msgspec.Struct, frozen=True):
