@@ -3,11 +3,16 @@
 With several server processes, ``identity serve`` puts them in prometheus_client's
 multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``): every process writes its values there and
 ``/metrics``, whichever process answers, reads the sum (``api.serve``).
+
+The e-mail series at the end are counted where e-mails are delivered
+(``api.domain.notifications.deliver_batch``, run by the Celery workers) and exported by the
+worker's endpoint (``workers.metrics``); an API process delivers nothing, so its ``/metrics``
+has no sample of them.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 PASSWORD_CHANGES = Counter(
     "identity_password_changes_total", "Committed password changes", ["verification"]
@@ -24,6 +29,12 @@ HASH_OVERLOAD_REJECTIONS = Counter(
 
 # The outbox, read from Postgres every few seconds by each API process (``api.http.app``):
 # the same value everywhere, so "max" across processes is that value.
+DEPENDENCY_UP = Gauge(
+    "identity_dependency_up",
+    "1 while the store answers, 0 while this process finds it out of reach (api.outages)",
+    ["dependency"],
+    multiprocess_mode="livemin",  # down in any live process: down
+)
 OUTBOX_BACKLOG = Gauge(
     "identity_outbox_backlog", "Outbox rows not yet delivered (nor dead)", multiprocess_mode="max"
 )
@@ -41,4 +52,23 @@ EMAILS_SENT = Gauge(
     "identity_emails_sent",
     "E-mails the workers have sent, from the event log (rate() it like a counter)",
     multiprocess_mode="max",
+)
+
+# E-mail delivery, counted by the worker process that delivered (``deliver_batch``); ``kind``
+# is the notice (password_changed, password_reset), ``reason`` a refusal's kind (smtp-550,
+# address-invalid, message-invalid): never an address or any text of the e-mail.
+MAIL_SENT = Counter("identity_mail_sent_total", "E-mails the SMTP server accepted", ["kind"])
+MAIL_FAILED = Counter(
+    "identity_mail_failed_total",
+    "E-mails refused (one failed attempt of their outbox row)",
+    ["kind", "reason"],
+)
+MAIL_DEAD = Counter(
+    "identity_mail_dead_total", "Outbox rows given up on by a delivery (now dead)", ["kind"]
+)
+MAIL_DELAY = Histogram(
+    "identity_mail_delay_seconds",
+    "From the outbox row's commit to the SMTP server's acceptance of its e-mail",
+    ["kind"],
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
 )

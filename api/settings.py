@@ -94,6 +94,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Rate limits that are not per-organization policy.
     rate_failed_verifications_per_ip_per_minute: int = 100
     rate_verifications_per_user_per_minute: int = 60
+    # The hosted "forgot password" page (``api.http.pages``): reset e-mails asked for by
+    # login name, per client address (IPv6: per /64) and per login name, per hour.
+    rate_reset_requests_per_ip_per_hour: int = 20
+    rate_reset_requests_per_login_name_per_hour: int = 5
+    # ... and the least time such a request takes, found or not, so that its answer time
+    # does not tell whether the account exists.
+    reset_request_min_duration_s: float = 0.3
 
     # Optional breached-password check (k-anonymity range API, HIBP-compatible).
     breach_check_url: str = ""
@@ -124,6 +131,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_format: str = "auto"
     # How often each API process reads the outbox's state for /metrics.
     metrics_refresh_s: float = 15.0
+    # The Prometheus endpoints of the Celery worker (its main process serves the sum of its
+    # pool's processes) and of ``identity relay``: a port each, 0 (the default) for none, on
+    # ``metrics_host`` (this host only by default; compose sets 0.0.0.0 inside its network).
+    worker_metrics_port: int = 0
+    relay_metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+    # The worker's prometheus_client multiprocess directory: "" = a new temporary one per
+    # worker start, removed when it stops; a path = that one, emptied at start (this worker's
+    # alone: never the PROMETHEUS_MULTIPROC_DIR of ``identity serve``).
+    worker_metrics_dir: str = ""
 
     @property
     def hash_threads(self) -> int:

@@ -21,6 +21,7 @@ from celery import Celery
 
 from api.repositories.outbox import TASK_DELIVER_EMAILS, TASK_RELAY_OUTBOX, OutboxRow
 from api.settings import Settings
+from workers import metrics
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -89,7 +90,7 @@ def publish_outbox_rows(app: Celery, rows: Sequence[OutboxRow]) -> None:
     """Publish the rows as few ``identity.deliver_emails`` tasks, each carrying only outbox
     ids (never a secret). Blocks: call off the loop."""
     ids = sorted(row.id for row in rows)
-    with app.producer_or_acquire() as producer:
+    with metrics.publishing(), app.producer_or_acquire() as producer:
         for start in range(0, len(ids), EMAIL_BATCH):
             batch = ids[start : start + EMAIL_BATCH]
             app.send_task(
@@ -99,3 +100,5 @@ def publish_outbox_rows(app: Celery, rows: Sequence[OutboxRow]) -> None:
                 producer=producer,
                 retry=False,
             )
+            metrics.RELAY_BATCHES.inc()
+            metrics.RELAY_ROWS.inc(len(batch))

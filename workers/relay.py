@@ -22,6 +22,7 @@ from api import logs
 from api.domain.context import context
 from api.domain.outbox import relay_due
 from api.settings import Settings, get_settings
+from workers import metrics
 from workers.celery_app import create_celery, publish_outbox_rows
 
 log = logging.getLogger("identity.relay")
@@ -47,13 +48,18 @@ async def relay_forever(settings: Settings, stop: asyncio.Event) -> None:
                         min_age_s=0,
                         redeliver_after_s=settings.relay_redeliver_after_s,
                     )
+                    # One INFO line for a sweep that published; an idle one is DEBUG.
                     if published:
-                        log.debug("published %d outbox rows", published)
+                        log.info("published %d outbox rows", published)
+                    else:
+                        log.debug("sweep: nothing due")
+                    metrics.RELAY_SWEEPS.labels("published" if published else "idle").inc()
                     if backoff:
                         log.warning("relay publishing again")
                     backoff = 0.0
                     wait = settings.relay_interval_s
                 except Exception as exc:  # Postgres or the broker out of reach
+                    metrics.RELAY_SWEEPS.labels("failed").inc()
                     if not backoff:
                         log.warning("relay cannot publish (%s), retrying", type(exc).__name__)
                     backoff = min(30.0, max(0.5, backoff * 2))
@@ -100,6 +106,7 @@ def main() -> None:
     if sys.argv[1:] == ["--check"]:
         raise SystemExit(0 if asyncio.run(listening(settings)) else 1)
     logs.configure(settings, process="relay")
+    metrics.serve_relay(settings)  # IDENTITY_RELAY_METRICS_PORT (0: none)
 
     async def run() -> None:
         stop = asyncio.Event()

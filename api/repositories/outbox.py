@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from api import request_ids
+from api import request_ids, tracing
 from api.db import Connection, Pool
 
 # Task names: what an outbox row asks a worker to do.
@@ -66,12 +66,14 @@ def insert(*, tasks: str, payloads: str) -> str:
 
 def arguments(rows: Sequence[NewOutboxRow]) -> tuple[list[str], list[str]]:
     """The ``tasks`` and ``payloads`` parameters of ``insert`` for ``rows``; each payload
-    carries the id of the request that made it (``requestId``), for the worker's log."""
+    carries the id of the request that made it (``requestId``), for the worker's log, and,
+    when tracing is on, the trace context of the change (``traceparent``), the parent of the
+    worker's span for the row."""
     request_id = request_ids.CURRENT.get()
-    payloads = [
-        msgspec.json.encode({**r.payload, "requestId": request_id} if request_id else r.payload)
-        for r in rows
-    ]
+    extra: dict[str, str] = tracing.carrier()
+    if request_id:
+        extra["requestId"] = request_id
+    payloads = [msgspec.json.encode({**r.payload, **extra} if extra else r.payload) for r in rows]
     return [r.task for r in rows], [p.decode() for p in payloads]
 
 
@@ -142,11 +144,11 @@ async def record_failures(
     *,
     max_attempts: int,
     permanent: Collection[str] = (),
-) -> int:
-    """Count a failed attempt for each (id, error kind); return how many rows are now dead.
+) -> list[int]:
+    """Count a failed attempt for each (id, error kind); return the ids of the rows now dead.
     A row whose error kind is in ``permanent`` is dead at once, whatever its attempts."""
     if not failures:
-        return 0
+        return []
     rows = await conn.fetch(
         _RECORD_FAILURES,
         [f[0] for f in failures],
@@ -154,7 +156,7 @@ async def record_failures(
         max_attempts,
         list(permanent),
     )
-    return sum(1 for r in rows if r["dead"])
+    return [int(r["id"]) for r in rows if r["dead"]]
 
 
 class OutboxHealth(msgspec.Struct, frozen=True):
