@@ -3,21 +3,38 @@ JSON in production (a field per fact, for a log pipeline), text in development (
 terminal); both carry the request id of the request being served, if any
 (``api.request_ids``). ``IDENTITY_LOG_FORMAT`` chooses (``auto``: by ``IDENTITY_ENV``).
 
-Messages are formatted from their arguments by the standard library; nothing here looks at
-bodies or headers (the code never logs a password, code or token: ``tests/test_no_secrets_in
-_logs.py`` and ``./scripts/scan-secrets`` check it).
+No secret can be logged by construction, in three parts:
+
+- every log call of the service passes a literal format and only arguments that are not
+  secrets by name (ids, counts, types): ``tests/test_logs_by_construction.py`` reads every
+  call in ``api/`` and ``workers/`` and fails on a formatted string, an f-string or an
+  argument named like a password, code, token, key, link or payload;
+- an exception is written as its type and stack frames, never its text: a library's
+  message may quote what it was given (a parameter, a header, a URL with a code);
+- nothing here looks at bodies, headers or query strings; the access line has the path
+  template's values only (``api.main``).
+
+``tests/test_no_secrets_in_logs.py`` and ``./scripts/scan-secrets`` check the outcome: no
+password, code or token of a run appears in its logs.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from datetime import UTC, datetime
+from types import TracebackType
+from typing import TypeAlias
 
 import msgspec
 
 from api import request_ids
 from api.settings import Settings
+
+_ExcInfo: TypeAlias = (
+    "tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]"
+)
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 
@@ -29,9 +46,32 @@ class _RequestId(logging.Filter):
         return True
 
 
+def safe_exception_text(exc_info: _ExcInfo) -> str:
+    """An exception as its stack frames and its type (with its causes'), never its text."""
+    kind, exc, tb = exc_info
+    lines = ["Traceback (most recent call last):\n", *traceback.format_tb(tb)]
+    names = [kind.__name__ if kind is not None else "?"]
+    cause = exc.__cause__ or exc.__context__ if exc is not None else None
+    while cause is not None and len(names) < 10:
+        names.append(type(cause).__name__)
+        cause = cause.__cause__ or cause.__context__
+    lines.append(" <- ".join(names) + " (message not logged)")
+    return "".join(lines)
+
+
+class TextFormatter(logging.Formatter):
+    """A line for a terminal: time, level, logger, request id, message."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatException(self, ei: _ExcInfo) -> str:
+        return safe_exception_text(ei)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (UTC, ISO 8601), level, logger, message, process,
-    request_id (when serving one), and the exception's text when there is one."""
+    request_id (when serving one), and the exception's frames and type when there is one."""
 
     def __init__(self, process: str) -> None:
         super().__init__()
@@ -52,6 +92,9 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = self.formatException(record.exc_info)
         return msgspec.json.encode(line).decode()
 
+    def formatException(self, ei: _ExcInfo) -> str:
+        return safe_exception_text(ei)
+
 
 def json_logs(settings: Settings) -> bool:
     if settings.log_format == "auto":
@@ -60,7 +103,7 @@ def json_logs(settings: Settings) -> bool:
 
 
 def formatter(settings: Settings, *, process: str) -> logging.Formatter:
-    return JsonFormatter(process) if json_logs(settings) else logging.Formatter(TEXT_FORMAT)
+    return JsonFormatter(process) if json_logs(settings) else TextFormatter()
 
 
 def adopt(handler: logging.Handler, settings: Settings, *, process: str) -> logging.Handler:
