@@ -8,7 +8,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 # Dependencies first, each file checked against its hash in the lock: the runtime dependencies,
-# the `ops` extra (Flower) and the build backend (setuptools, wheel). No honcho, no aiosmtpd:
+# the `ops` extra (Flower), the `otel` extra (tracing, off unless OTEL_TRACES_EXPORTER is set)
+# and the build backend (setuptools, wheel). No honcho, no aiosmtpd:
 # the development SMTP sink does not run from this image. Regenerate the lock with the command
 # at its top whenever pyproject.toml's dependencies change (tests/test_deploy_files.py checks).
 COPY requirements.lock ./

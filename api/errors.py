@@ -16,6 +16,8 @@ from typing import ClassVar
 import asyncpg
 import redis.exceptions
 
+from api import outages
+
 log = logging.getLogger("identity.errors")
 
 
@@ -247,13 +249,15 @@ class InternalError(Internal):
 # --- anything else --------------------------------------------------------------------------
 
 # Postgres or Redis out of reach: a 503 / UNAVAILABLE the client may retry, never a 500.
-UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     OSError,  # refused, reset, timeouts (TimeoutError is an OSError)
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.exceptions.OperatorInterventionError,
+    # A pooled connection whose server went away mid-protocol (a restart, a killed backend).
+    asyncpg.exceptions.InternalClientError,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
 )
@@ -269,7 +273,9 @@ def as_service_error(exc: BaseException) -> ServiceError:
     if isinstance(exc, ServiceError):
         return exc
     if isinstance(exc, UNAVAILABLE_ERRORS):
-        log.warning("store unavailable: %s", type(exc).__name__)
+        # Said once per outage by api.outages, not once per request.
+        log.debug("store unavailable: %s", type(exc).__name__)
+        outages.OUTAGES.noticed()
         return StoreUnavailable(retry_after=1)
     frames = "".join(traceback.format_tb(exc.__traceback__))
     log.error("unexpected %s\n%s", type(exc).__name__, frames)

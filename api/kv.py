@@ -47,6 +47,10 @@ class Keys:
     def address_limit(self, name: str, address: str) -> str:
         return f"{self.prefix}rl:{name}:{{ip:{address}}}"
 
+    def mailed(self, outbox_id: int) -> str:
+        """An outbox row whose e-mail the SMTP server accepted (``mail_journal``)."""
+        return f"{self.prefix}mailed:{{outbox}}:{outbox_id}"  # one slot: one MGET
+
 
 class LuaScript:
     """A script called by SHA, loaded again on NOSCRIPT (after a Redis restart or flush)."""

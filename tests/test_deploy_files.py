@@ -379,8 +379,9 @@ def lock() -> Pins:
 def lock_problems(pinned: Pins) -> list[str]:
     """What is wrong with ``pinned`` as the image's lock: empty when nothing."""
     problems = [f"{name}: no hash" for name, (_, hashes) in pinned.items() if not hashes]
-    # The image's processes: the runtime dependencies, Flower (ops) and the build backend.
-    for section in ("runtime", "ops", "build"):
+    # The image's processes: the runtime dependencies, Flower (ops), tracing (otel) and the
+    # build backend.
+    for section in ("runtime", "ops", "otel", "build"):
         for req in requirements(section):
             name = canonicalize_name(req.name)
             if name not in pinned:

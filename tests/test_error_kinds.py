@@ -4,6 +4,7 @@ permission, not found, conflict, unexpected exceptions and unreachable stores.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -463,16 +464,27 @@ def assert_unavailable(response: httpx.Response) -> None:
     assert response.headers["retry-after"] == "1"
 
 
+def assert_not_ready(response: httpx.Response, store: str) -> None:
+    """``/readyz`` names the store that is out of reach."""
+    message = f"Not ready: {store} unavailable"
+    assert_error(response, 503, 14, "SERVER-Unav1", message)
+    assert response.headers["retry-after"] == "1"
+
+
 async def test_postgres_unreachable(
-    mworld: World, actors: Actors, make_settings: Callable[..., Settings]
+    mworld: World,
+    actors: Actors,
+    make_settings: Callable[..., Settings],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     org_id, owner = actors.org_id, actors.owner
     alice = await mworld.human(owner, org_id)
     down = make_settings(database_url="postgresql://root@127.0.0.1:1/nope")
+    caplog.set_level(logging.WARNING, logger="identity.outages")
     async with app_client(down) as client:
         health = await client.get("/healthz")
         assert health.status_code == 200
-        assert_unavailable(await client.get("/readyz"))
+        assert_not_ready(await client.get("/readyz"), "postgres")
         assert_unavailable(await client.post("/v2/sessions", json=login_body(alice.username)))
         # A token never seen before must be looked up in Postgres.
         assert_unavailable(
@@ -485,6 +497,15 @@ async def test_postgres_unreachable(
         assert_unavailable(
             await client.post("/v2/users/human", json=human_body(org_id), headers=bearer(owner))
         )
+        # Said once for the outage, however many requests it failed.
+        for _ in range(20):
+            await asyncio.sleep(0.1)
+            if "postgres is out of reach" in caplog.text:
+                break
+        assert caplog.text.count("postgres is out of reach") == 1, caplog.text
+        metrics_text = (await client.get("/metrics")).text
+        assert 'identity_dependency_up{dependency="postgres"} 0.0' in metrics_text
+        assert 'identity_dependency_up{dependency="redis"} 1.0' in metrics_text
 
 
 async def test_redis_unreachable(
@@ -496,7 +517,7 @@ async def test_redis_unreachable(
     async with app_client(down) as client:
         health = await client.get("/healthz")
         assert health.status_code == 200
-        assert_unavailable(await client.get("/readyz"))
+        assert_not_ready(await client.get("/readyz"), "redis")
         assert_unavailable(await client.get(f"/v2/users/{alice.user_id}", headers=bearer(owner)))
         assert_unavailable(await client.post("/v2/sessions", json=login_body(alice.username)))
     # Nothing was half-written: no session exists for the user.

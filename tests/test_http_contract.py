@@ -4,10 +4,14 @@ moving by exactly one per state change, and the event row each change appends.""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.support import STRONG_PASSWORD, World, bearer
+import pytest
+
+from api.settings import Settings
+from tests.support import STRONG_PASSWORD, World, bearer, world_with
 
 RFC3339_MICROS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 DECIMAL_ID = re.compile(r"^\d{17,19}$")
@@ -373,7 +377,31 @@ async def test_healthz_and_readyz(world: World) -> None:
     assert health.json() == {"status": "ok"}
     ready = await world.client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ok", "postgres": "ok", "redis": "ok"}
+    # The tests' broker is in memory: nothing to connect to.
+    assert ready.json() == {
+        "status": "ok",
+        "postgres": "ok",
+        "redis": "ok",
+        "broker": "not checked",
+    }
+
+
+@pytest.mark.parametrize(
+    ("broker_url", "state"),
+    [
+        ("amqp://guest:guest@127.0.0.1:5672//", "ok"),  # the machine's RabbitMQ
+        ("redis://127.0.0.1:1/0", "unreachable"),
+    ],
+)
+async def test_readyz_reports_the_broker_without_requiring_it(
+    make_settings: Callable[..., Settings], broker_url: str, state: str
+) -> None:
+    """A broker down does not take the API out of rotation: changes still commit (their
+    e-mails wait in the outbox); ``/readyz`` says so for the operator."""
+    async with world_with(make_settings(broker_url=broker_url)) as world:
+        ready = await world.client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["broker"] == state
 
 
 async def test_metrics_is_prometheus_text(world: World) -> None:

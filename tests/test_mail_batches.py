@@ -10,6 +10,7 @@ import pytest
 
 from api.domain import notifications
 from api.domain.context import Context, context
+from api.errors import UNAVAILABLE_ERRORS
 from api.repositories import outbox
 from api.settings import Settings
 from tests.support import REFUSED_ADDRESS, World
@@ -75,3 +76,60 @@ async def test_a_refused_address_ends_dead_and_the_rest_is_delivered(
     async with ctx.pool.acquire() as conn, conn.transaction():
         due = await outbox.lock_due_for_relay(conn, min_age_s=0, redeliver_after_s=0, limit=100_000)
     assert ids[1] not in {row.id for row in due}
+
+
+async def test_a_batch_whose_commit_fails_after_sending_is_not_sent_again(
+    world: World, ctx: Context, sink: MailSink
+) -> None:
+    """Postgres drops the delivery's connection after the SMTP server accepted the batch
+    (a restart, ``pg_terminate_backend``): the rows are unprocessed, yet the next delivery
+    finds them in the mail journal, records them as sent and sends nothing twice."""
+    org_id, admin = await world.admin()
+    people = [await world.human(admin, org_id) for _ in range(3)]
+    for person in people:
+        response = await world.set_password(
+            admin, person.user_id, {"newPassword": {"password": "N3w!Passw0rd-journal"}}
+        )
+        assert response.status_code == 200, response.text
+    ids = [
+        r["id"]
+        for r in await world.db.fetch(
+            "SELECT id FROM outbox WHERE aggregate_id = ANY($1::text[]) ORDER BY id",
+            [p.user_id for p in people],
+        )
+    ]
+    real = mail.deliverer(ctx.settings)
+
+    async def deliver_then_lose_the_connection(
+        notices: list[notifications.Notice], on_accepted: Callable[[int], None]
+    ) -> list[str | None]:
+        outcomes = await real(notices, on_accepted)
+        # The delivery's transaction is the one holding these rows' locks.
+        await world.db.execute(
+            "SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_class c "
+            "ON c.oid = l.relation WHERE c.relname = 'outbox' AND l.mode = 'RowShareLock' "
+            "AND l.pid <> pg_backend_pid()"
+        )
+        return outcomes
+
+    with pytest.raises(UNAVAILABLE_ERRORS):
+        await notifications.deliver_batch(
+            ctx=ctx, outbox_ids=ids, deliver=deliver_then_lose_the_connection
+        )
+    mine = {p.email for p in people}
+    assert sorted(m["To"] for m in sink.messages() if m["To"] in mine) == sorted(mine)
+    unprocessed = await world.db.fetchval(
+        "SELECT count(*) FROM outbox WHERE id = ANY($1::bigint[]) AND processed_at IS NULL", ids
+    )
+    assert unprocessed == 3
+
+    again = await notifications.deliver_batch(ctx=ctx, outbox_ids=ids, deliver=real)
+
+    assert again == "sent 3, refused 0, dead 0, skipped 0"
+    assert sorted(m["To"] for m in sink.messages() if m["To"] in mine) == sorted(mine)
+    processed = await world.db.fetchval(
+        "SELECT count(*) FROM outbox WHERE id = ANY($1::bigint[]) AND processed_at IS NOT NULL",
+        ids,
+    )
+    assert processed == 3
+    assert await ctx.redis.exists(*(ctx.keys.mailed(i) for i in ids)) == 0  # forgotten

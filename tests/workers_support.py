@@ -146,10 +146,11 @@ class Proc:
             self.popen.wait(timeout)
 
 
-class Broker:
-    """A private ``redis-server`` used only as the Celery broker; stop and start at will."""
+class RedisServer:
+    """A private ``redis-server`` on a free port; stop and start it at will."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, name: str, directory: Path) -> None:
+        self.name = name
         self.port = free_port()
         self.directory = directory
         self.proc: Proc | None = None
@@ -158,14 +159,15 @@ class Broker:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> Broker:
+    def start(self) -> RedisServer:
         args = [
             "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
             "--save", "", "--appendonly", "no", "--dir", str(self.directory),
         ]  # fmt: skip
-        self.proc = Proc("broker", args, dict(os.environ), self.directory / "broker.log").start()
+        log = self.directory / f"{self.name}.log"
+        self.proc = Proc(self.name, args, dict(os.environ), log).start()
         try:
-            wait_until(self.ping, 10, "the broker to answer PING")
+            wait_until(self.ping, 10, f"{self.name} to answer PING")
         except AssertionError:
             self.stop()
             raise
@@ -185,6 +187,17 @@ class Broker:
                 return bool(client.ping())
         except sync_redis.ConnectionError:
             return False
+
+
+class Broker(RedisServer):
+    """A private ``redis-server`` used only as the Celery broker."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__("broker", directory)
+
+    def start(self) -> Broker:
+        super().start()
+        return self
 
     def unacked(self) -> int:
         """Messages delivered to a worker and not yet acknowledged (kombu's ``unacked`` hash)."""
@@ -239,9 +252,9 @@ class Stack:
         self.procs.append(proc.start())
         return proc
 
-    def start_worker(self, **extra: object) -> Proc:
+    def start_worker(self, *, pool: str = "solo", concurrency: int = 1, **extra: object) -> Proc:
         args = [
-            CELERY, "-A", "workers", "worker", "--pool", "solo", "--concurrency", "1",
+            CELERY, "-A", "workers", "worker", "--pool", pool, "--concurrency", str(concurrency),
             "-Q", "identity", "--loglevel", "INFO", "--without-mingle", "--without-gossip",
             "--hostname", f"w{self._count + 1}@%h",
         ]  # fmt: skip

@@ -11,6 +11,7 @@ import email.errors
 import logging
 import smtplib
 import ssl
+from collections.abc import Callable
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from html import escape
@@ -129,17 +130,23 @@ _MESSAGE_REFUSALS = (
 _UNWRITABLE = (ValueError, email.errors.MessageError)
 
 
-def send_batch(settings: Settings, messages: list[EmailMessage]) -> list[str | None]:
+def send_batch(
+    settings: Settings,
+    messages: list[EmailMessage],
+    on_accepted: Callable[[int], None] | None = None,
+) -> list[str | None]:
     """Send ``messages`` over one SMTP connection; for each, None (accepted) or why it was
     refused (``smtp-550``, or ``message-invalid`` for one that cannot be written out). A
-    failure of the connection itself raises: nothing of the batch is known to be sent, and the
-    caller retries the whole batch."""
+    failure of the connection itself raises; the messages accepted before it were reported
+    to ``on_accepted`` (with their index), each before the next was sent."""
     outcomes: list[str | None] = []
     with _connect(settings) as client:
-        for message in messages:
+        for index, message in enumerate(messages):
             try:
                 client.send_message(message)
                 outcomes.append(None)
+                if on_accepted is not None:
+                    on_accepted(index)
             except _MESSAGE_REFUSALS as exc:
                 outcomes.append(f"smtp-{_reply_code(exc)}")
                 client.rset()
@@ -166,7 +173,9 @@ def deliverer(settings: Settings) -> DeliverBatch:
     CR/LF from a row stored before addresses were validated) is ``MESSAGE_INVALID``: the
     domain marks its row dead; the rest of the batch goes on."""
 
-    async def deliver(notices: list[Notice]) -> list[str | None]:
+    async def deliver(
+        notices: list[Notice], on_accepted: Callable[[int], None] | None = None
+    ) -> list[str | None]:
         outcomes: list[str | None] = [MESSAGE_INVALID] * len(notices)
         composed: list[tuple[int, EmailMessage]] = []
         for index, notice in enumerate(notices):
@@ -177,7 +186,14 @@ def deliverer(settings: Settings) -> DeliverBatch:
         if settings.mail_task_delay_s > 0:  # fault tests kill a worker before it sends
             await asyncio.sleep(settings.mail_task_delay_s)
         if composed:
-            sent = await asyncio.to_thread(send_batch, settings, [m for _, m in composed])
+            ids = [notices[index].outbox_id for index, _ in composed]
+
+            def accepted(position: int) -> None:
+                if on_accepted is not None:
+                    on_accepted(ids[position])
+
+            messages = [m for _, m in composed]
+            sent = await asyncio.to_thread(send_batch, settings, messages, accepted)
             for (index, _), outcome in zip(composed, sent, strict=True):
                 outcomes[index] = outcome
         return outcomes

@@ -13,13 +13,12 @@ import logging
 import random
 import smtplib
 
-import asyncpg
-import redis.exceptions
 from celery import Celery, Task
 from celery.exceptions import Ignore
 
 from api.domain import notifications
 from api.domain.outbox import relay_due
+from api.errors import UNAVAILABLE_ERRORS
 from api.repositories.outbox import (
     TASK_DELIVER_EMAILS,
     TASK_PASSWORD_CHANGED_EMAIL,
@@ -32,15 +31,8 @@ from workers.runtime import run, runtime
 
 log = logging.getLogger("identity.tasks")
 
-TRANSIENT = (
-    OSError,
-    smtplib.SMTPException,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-)
+# What the API answers 503 for (a store out of reach), and the SMTP server's failures.
+TRANSIENT: tuple[type[Exception], ...] = (*UNAVAILABLE_ERRORS, smtplib.SMTPException)
 
 
 def _deliver(task: Task, outbox_ids: list[int]) -> str:  # type: ignore[type-arg]
@@ -84,7 +76,7 @@ def register(app: Celery) -> None:
     @app.task(name=TASK_RELAY_OUTBOX, ignore_result=True)
     def relay_outbox() -> int:
         ctx = runtime().ctx
-        return run(
+        published = run(
             relay_due(
                 ctx.pool,
                 lambda rows: publish_outbox_rows(app, rows),
@@ -92,3 +84,8 @@ def register(app: Celery) -> None:
                 redeliver_after_s=ctx.settings.relay_redeliver_after_s,
             )
         )
+        # Celery's lines about this task are DEBUG (workers.sweep_logs): one INFO line for
+        # a sweep that published, none for an idle one.
+        if published:
+            log.info("beat's sweep published %d outbox rows", published)
+        return published

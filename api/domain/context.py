@@ -6,14 +6,17 @@ per process.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from api.db import Pool, create_pool, ping
+from api.errors import UNAVAILABLE_ERRORS, StoreUnavailable
 from api.hashing import PasswordHasher
 from api.kv import Keys, Redis, create_redis
+from api.outages import OUTAGES, reachable
 from api.settings import Settings
 
 
@@ -52,7 +55,48 @@ async def context(settings: Settings, **pool_options: Any) -> AsyncIterator[Cont
         await close_context(ctx)
 
 
+STORES = ("postgres", "redis")
+
+
+async def store_status(*, ctx: Context) -> dict[str, bool]:
+    """Whether each store answers within its timeout (both asked at once)."""
+
+    async def postgres() -> None:
+        await ping(ctx.pool, timeout_s=ctx.settings.db_connect_timeout_s)
+
+    async def redis() -> None:
+        await asyncio.wait_for(ctx.redis.ping(), ctx.settings.redis_timeout_s * 2)
+
+    results = await asyncio.gather(postgres(), redis(), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(
+            result, (*UNAVAILABLE_ERRORS, asyncio.TimeoutError)
+        ):
+            raise result
+    return {
+        name: not isinstance(result, BaseException)
+        for name, result in zip(STORES, results, strict=True)
+    }
+
+
 async def check_stores(*, ctx: Context) -> None:
-    """Postgres and Redis answer (readiness), within the connect timeout."""
-    await ping(ctx.pool, timeout_s=ctx.settings.db_connect_timeout_s)
-    await ctx.redis.ping()
+    """Postgres and Redis answer (readiness), each within its timeout, checked together.
+
+    Raises ``StoreUnavailable`` naming the stores that did not answer (``/readyz``'s
+    message: an operator reads which dependency is down)."""
+    down = [name for name, up in (await store_status(ctx=ctx)).items() if not up]
+    if down:
+        OUTAGES.noticed()
+        raise StoreUnavailable(f"Not ready: {' and '.join(down)} unavailable", retry_after=1)
+
+
+async def readiness(*, ctx: Context) -> dict[str, str]:
+    """``/readyz``: Postgres and Redis must answer (else ``StoreUnavailable`` naming them);
+    the broker is reported, not required: a change commits its e-mail to the outbox whether
+    or not the broker is up, and the relay publishes it when it is back."""
+    _, broker = await asyncio.gather(
+        check_stores(ctx=ctx),
+        reachable(ctx.settings.broker_url, timeout_s=ctx.settings.broker_timeout_s),
+    )
+    state = {None: "not checked", True: "ok", False: "unreachable"}[broker]
+    return {"status": "ok", "postgres": "ok", "redis": "ok", "broker": state}

@@ -18,18 +18,21 @@ message the mailer cannot build. Its ``last_error`` says which (``address-invali
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
-from api import crypto, request_ids
+from api import crypto, metrics, request_ids, tracing
 from api.db import Connection
 from api.domain import emails
 from api.domain.context import Context
 from api.domain.reset_links import render_url_template
-from api.errors import UserNotFound
-from api.repositories import events, outbox, users
+from api.errors import UNAVAILABLE_ERRORS, UserNotFound
+from api.repositories import events, mail_journal, outbox, users
 from api.repositories.outbox import OutboxItem
 from api.repositories.users import User
 
@@ -55,10 +58,12 @@ class Notice(msgspec.Struct, frozen=True, kw_only=True):
     code: str = ""
 
 
-DeliverBatch = Callable[[list[Notice]], Awaitable[list[str | None]]]
+DeliverBatch = Callable[[list[Notice], Callable[[int], None]], Awaitable[list[str | None]]]
 """Sends notices (one connection for all); for each, None when accepted, or the kind of the
 refusal (``smtp-550``; ``MESSAGE_INVALID`` when no e-mail could be built for it). Raises when
-nothing could be sent (the connection failed)."""
+nothing could be sent (the connection failed). Calls ``on_accepted(outbox_id)`` (its second
+argument, from any thread; it blocks) after each message the server accepted and before
+sending the next: the mail journal (``api.repositories.mail_journal``)."""
 
 # The event recorded for each kind of row once its e-mail went out, and the payload key that
 # names the change it belongs to.
@@ -77,8 +82,16 @@ async def deliver_batch(*, ctx: Context, outbox_ids: Sequence[int], deliver: Del
     its row alone, and past ``mail_max_attempts`` the row is dead; a row that can never be
     delivered (``PERMANENT_REFUSALS``) is dead at once. Returns a summary (what Flower shows
     as the task's result)."""
-    async with ctx.pool.acquire() as conn, conn.transaction():
+    # One span per row when tracing is on, the child of the change that added the row
+    # (its stored trace context), ended after the commit (docs/DECISIONS.md, *Tracing*).
+    async with (
+        tracing.Deliveries(DELIVERY_SPAN) as spans,
+        ctx.pool.acquire() as conn,
+        conn.transaction(),
+    ):
         items = await outbox.lock_batch(conn, outbox_ids)
+        for item in items:
+            spans.start(item.id, item.payload, _span_attributes(item))
         to_send: list[tuple[OutboxItem, User, Notice]] = []
         skipped: list[int] = []
         sent: list[int] = []
@@ -93,10 +106,20 @@ async def deliver_batch(*, ctx: Context, outbox_ids: Sequence[int], deliver: Del
                 skipped.append(item.id)
             else:
                 to_send.append((item, *notice))
-        outcomes = await deliver([n for _, _, n in to_send]) if to_send else []
+        # Sent by a delivery whose commit failed: recorded as sent now, not sent again.
+        journaled = await _journaled(ctx, [item.id for item, _, _ in to_send])
+        fresh = [n for item, _, n in to_send if item.id not in journaled]
+        on_accepted = _journal_writer(ctx, asyncio.get_running_loop())
+        fresh_outcomes = iter(await deliver(fresh, on_accepted) if fresh else [])
+        outcomes = [
+            None if item.id in journaled else next(fresh_outcomes) for item, _, _ in to_send
+        ]
+        accepted_at = time.time()  # the batch went over one connection: its messages' time
         for (item, user, _), outcome in zip(to_send, outcomes, strict=True):
             if outcome is None:
                 sent.append(item.id)
+                if item.id not in journaled:  # else counted by the delivery that sent it
+                    _count_sent(item, accepted_at)
                 request_id = item.payload.get("requestId")
                 bound = request_ids.CURRENT.set(request_id)  # the line's request_id field too
                 log.info(
@@ -117,16 +140,69 @@ async def deliver_batch(*, ctx: Context, outbox_ids: Sequence[int], deliver: Del
                 )
             else:
                 failures.append((item.id, outcome))
+        spans.set(
+            "identity.mail.outcome",
+            {**dict.fromkeys(sent, "sent"), **dict.fromkeys(skipped, "skipped"), **dict(failures)},
+        )
         await outbox.mark_many_processed(conn, [*sent, *skipped])
-        dead = await outbox.record_failures(
+        dead_ids = await outbox.record_failures(
             conn,
             failures,
             max_attempts=ctx.settings.mail_max_attempts,
             permanent=PERMANENT_REFUSALS,
         )
+    dead = len(dead_ids)
+    # Committed: the journal's entries for these rows are of no further use.
+    with contextlib.suppress(*UNAVAILABLE_ERRORS):
+        await mail_journal.forget(ctx.redis, ctx.keys, sent)
+    if journaled:
+        log.warning(
+            "%d e-mails sent before a failed commit recorded, not sent again", len(journaled)
+        )
+    _count_failures(items, failures, dead_ids)
     if failures:
         log.warning("%d of %d e-mails refused, %d rows now dead", len(failures), len(items), dead)
     return f"sent {len(sent)}, refused {len(failures)}, dead {dead}, skipped {len(skipped)}"
+
+
+async def _journaled(ctx: Context, outbox_ids: list[int]) -> set[int]:
+    try:
+        return await mail_journal.accepted(ctx.redis, ctx.keys, outbox_ids)
+    except UNAVAILABLE_ERRORS:
+        # Redis out of reach: deliver anyway (late or twice beats never; a row is in the
+        # journal only if an earlier delivery's commit failed, which Redis being down now
+        # does not make more likely).
+        log.warning("mail journal unavailable: delivering without it")
+        return set()
+
+
+def _journal_writer(ctx: Context, loop: asyncio.AbstractEventLoop) -> Callable[[int], None]:
+    """``on_accepted`` for the mailer: called from its sending thread after each message the
+    server accepted, it writes the journal entry before the next message is sent."""
+
+    def on_accepted(outbox_id: int) -> None:
+        done = asyncio.run_coroutine_threadsafe(
+            mail_journal.record_accepted(ctx.redis, ctx.keys, outbox_id), loop
+        )
+        try:
+            done.result(timeout=ctx.settings.redis_timeout_s * 2)
+        except Exception as exc:  # the e-mail is sent; only a second one is no longer ruled out
+            log.warning("mail journal not written (%s)", type(exc).__name__)
+
+    return on_accepted
+
+
+# The worker's span for each e-mail it delivers (tracing on).
+DELIVERY_SPAN = "deliver e-mail"
+
+
+def _span_attributes(item: OutboxItem) -> dict[str, str | int]:
+    """What a delivery's span says: the row, its kind, the request that caused it (never an
+    address, a code or a link)."""
+    attributes: dict[str, str | int] = {"identity.outbox.id": item.id, "identity.task": item.task}
+    if isinstance(request_id := item.payload.get("requestId"), str):
+        attributes["identity.request_id"] = request_id
+    return attributes
 
 
 class _Undeliverable(Exception):
@@ -163,3 +239,29 @@ async def outbox_health(*, ctx: Context) -> outbox.OutboxHealth:
     """The outbox's backlog, oldest unsent row, dead rows and e-mails sent (for /metrics):
     read from Postgres, so every process and every worker count is the same truth."""
     return await outbox.health(ctx.pool, sent_event_types=[t for t, _ in _SENT.values()])
+
+
+# The e-mail series (api.metrics), by the kind of notice a row is for.
+_KINDS = {
+    outbox.TASK_PASSWORD_CHANGED_EMAIL: PASSWORD_CHANGED,
+    outbox.TASK_PASSWORD_RESET_EMAIL: PASSWORD_RESET,
+}
+
+
+def _count_sent(item: OutboxItem, accepted_at: float) -> None:
+    kind = _KINDS.get(item.task, "other")
+    metrics.MAIL_SENT.labels(kind).inc()
+    delay = max(0.0, accepted_at - item.created_at.timestamp())
+    metrics.MAIL_DELAY.labels(kind).observe(delay)
+
+
+def _count_failures(
+    items: Sequence[OutboxItem], failures: Sequence[tuple[int, str]], dead_ids: Sequence[int]
+) -> None:
+    """Refusals (by their kind: ``smtp-550``, ``address-invalid``…) and rows now dead, once
+    committed."""
+    kinds = {item.id: _KINDS.get(item.task, "other") for item in items}
+    for outbox_id, reason in failures:
+        metrics.MAIL_FAILED.labels(kinds[outbox_id], reason).inc()
+    for outbox_id in dead_ids:
+        metrics.MAIL_DEAD.labels(kinds[outbox_id]).inc()

@@ -1,5 +1,6 @@
-"""The one place that builds the HTTP app: routes, error mapping, the context, OpenAPI,
-metrics. Commands only commit their outbox rows; the relay (``workers.relay``) publishes."""
+"""The one place that builds the HTTP app: routes, the hosted pages, error mapping, the
+context, OpenAPI, metrics. Commands only commit their outbox rows; the relay
+(``workers.relay``) publishes."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
-from litestar import Litestar, Router
+from litestar import Litestar, Request, Response, Router
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -20,7 +22,8 @@ from litestar.static_files import create_static_files_router
 
 from api import metrics
 from api.domain import notifications
-from api.domain.context import Context, close_context, open_context
+from api.domain.context import STORES, Context, close_context, open_context, store_status
+from api.http import pages
 from api.http.errors import handle_exception
 from api.http.plugin import (
     WirePlugin,
@@ -28,6 +31,7 @@ from api.http.plugin import (
     refuse_hashing_when_overloaded,
 )
 from api.http.routes import BEARER, DEPENDENCIES, ROUTES
+from api.outages import OUTAGES
 from api.settings import Settings, get_settings
 
 log = logging.getLogger("identity")
@@ -48,6 +52,14 @@ def swagger_assets() -> Router:
     return create_static_files_router(
         path=SWAGGER_ASSETS, directories=[static], include_in_schema=False
     )
+
+
+def handle_any_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """The hosted pages (``/ui/``) answer every error with a page; the rest with the
+    contract's JSON body (``api.http.errors``)."""
+    if pages.is_page(request.url.path):
+        return pages.page_exception(request, exc)
+    return handle_exception(request, exc)
 
 
 async def refresh_outbox_metrics(ctx: Context) -> None:
@@ -78,11 +90,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        app.state.ctx = await open_context(settings)
-        watcher = asyncio.create_task(watch_outbox(app.state.ctx))
+        app.state.ctx = ctx = await open_context(settings)
+        watcher = asyncio.create_task(watch_outbox(ctx))
+        OUTAGES.watch_with(lambda: store_status(ctx=ctx), STORES)
         try:
             yield
         finally:
+            OUTAGES.watch_with(None)
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
@@ -90,11 +104,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     prometheus = PrometheusConfig(app_name="identity", prefix="identity", group_path=True)
     return Litestar(
-        route_handlers=[*ROUTES, IdentityPrometheusController, swagger_assets()],
+        route_handlers=[*ROUTES, *pages.PAGES, IdentityPrometheusController, swagger_assets()],
         dependencies=DEPENDENCIES,
         plugins=[WirePlugin()],
         lifespan=[lifespan],
-        exception_handlers={Exception: handle_exception},
+        exception_handlers={Exception: handle_any_exception},
+        # The hosted reset pages (``api.http.pages``).
+        template_config=pages.template_config(),
         middleware=[
             refuse_hashing_when_overloaded,
             prometheus.middleware,
