@@ -183,11 +183,29 @@ async def run_scenario(rig: Rig, name: str, fault: Fault) -> Row:
     print(f"\n{result}")
     assert set(by_outbox) <= row_ids
     assert (lost, doubled) == (0, 0), f"{name}: {result}\n{rig.stack.logs()}"
+    if name in ONE_OUTAGE:
+        # Said once per outage, however long: at most one line per pool process (two) of a
+        # worker, one per relay.
+        for proc in rig.stack.procs:
+            said = {"worker": ("deliveries are failing", 2), "relay": ("relay cannot publish", 1)}
+            if proc.name in said:
+                line, most = said[proc.name]
+                assert proc.text().count(line) <= most, f"{name}: {proc.tail()}"
     assert not exited, f"{name}: exited by themselves: {exited}\n{rig.stack.logs()}"
     return result
 
 
 # --- the faults -------------------------------------------------------------------------------
+
+# One outage, held for FAULT_S (the others are instants, or repeated: a connection killed
+# every second is an outage a second).
+ONE_OUTAGE = {
+    "broker stopped",
+    "Postgres stopped",
+    "application Redis restarted",
+    "SMTP server refusing",
+    "broker stopped 30 s",
+}
 
 
 async def broker_stopped(rig: Rig, load: Load) -> None:

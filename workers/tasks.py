@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import smtplib
+import time
 
 from celery import Celery, Task
 from celery.exceptions import Ignore
@@ -35,26 +36,49 @@ log = logging.getLogger("identity.tasks")
 TRANSIENT: tuple[type[Exception], ...] = (*UNAVAILABLE_ERRORS, smtplib.SMTPException)
 
 
+class _Outage:
+    """Deliveries failing for want of a store or the SMTP server, said once per outage in
+    this process (the first failure at WARNING, the retries at DEBUG, the first success
+    after them at WARNING), not once per retried batch."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+
+    def failed(self, task: str, rows: int, kind: str) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            log.warning("deliveries are failing (%s): retrying with backoff until it is back", kind)
+        log.debug("%s for %d outbox rows failed (%s), retrying", task, rows, kind)
+
+    def succeeded(self) -> None:
+        if self.since is not None:
+            lasted = time.monotonic() - self.since
+            self.since = None
+            log.warning("deliveries succeed again (they failed for about %.0f s)", lasted)
+
+
+_OUTAGE = _Outage()
+
+
 def _deliver(task: Task, outbox_ids: list[int]) -> str:  # type: ignore[type-arg]
     rt = runtime()
     try:
         deliver = mail.deliverer(rt.ctx.settings)
-        return run(notifications.deliver_batch(ctx=rt.ctx, outbox_ids=outbox_ids, deliver=deliver))
+        summary = run(
+            notifications.deliver_batch(ctx=rt.ctx, outbox_ids=outbox_ids, deliver=deliver)
+        )
     except TRANSIENT as exc:
         # The SMTP server or a store is out of reach: nothing of the batch was committed.
         # Exponential backoff with jitter; past max_retries the relay re-publishes later.
-        log.warning(
-            "%s for %d outbox rows failed (%s), retrying",
-            task.name,
-            len(outbox_ids),
-            type(exc).__name__,
-        )
+        _OUTAGE.failed(task.name, len(outbox_ids), type(exc).__name__)
         retries = task.request.retries
         if retries >= rt.ctx.settings.task_max_retries:
             raise Ignore() from None
         countdown = min(rt.ctx.settings.task_retry_backoff_max_s, 2**retries)
         jitter = random.uniform(0, countdown / 2)
         raise task.retry(countdown=countdown + jitter, exc=exc) from None
+    _OUTAGE.succeeded()
+    return summary
 
 
 def register(app: Celery) -> None:

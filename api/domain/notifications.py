@@ -107,10 +107,10 @@ async def deliver_batch(*, ctx: Context, outbox_ids: Sequence[int], deliver: Del
             else:
                 to_send.append((item, *notice))
         # Sent by a delivery whose commit failed: recorded as sent now, not sent again.
-        journaled = await _journaled(ctx, [item.id for item, _, _ in to_send])
+        journal = _Journal(ctx, asyncio.get_running_loop())
+        journaled = await journal.sent_before([item.id for item, _, _ in to_send])
         fresh = [n for item, _, n in to_send if item.id not in journaled]
-        on_accepted = _journal_writer(ctx, asyncio.get_running_loop())
-        fresh_outcomes = iter(await deliver(fresh, on_accepted) if fresh else [])
+        fresh_outcomes = iter(await deliver(fresh, journal.on_accepted) if fresh else [])
         outcomes = [
             None if item.id in journaled else next(fresh_outcomes) for item, _, _ in to_send
         ]
@@ -165,31 +165,54 @@ async def deliver_batch(*, ctx: Context, outbox_ids: Sequence[int], deliver: Del
     return f"sent {len(sent)}, refused {len(failures)}, dead {dead}, skipped {len(skipped)}"
 
 
-async def _journaled(ctx: Context, outbox_ids: list[int]) -> set[int]:
-    try:
-        return await mail_journal.accepted(ctx.redis, ctx.keys, outbox_ids)
-    except UNAVAILABLE_ERRORS:
-        # Redis out of reach: deliver anyway (late or twice beats never; a row is in the
-        # journal only if an earlier delivery's commit failed, which Redis being down now
-        # does not make more likely).
-        log.warning("mail journal unavailable: delivering without it")
-        return set()
+class _Journal:
+    """The mail journal as one delivery uses it: read at the start, written after each
+    acceptance, given up for the rest of the batch at its first failure (a silent Redis
+    would otherwise cost a timeout per message). Its outage is said once per process."""
 
+    down_since: float | None = None  # this process's outage, for saying it once
 
-def _journal_writer(ctx: Context, loop: asyncio.AbstractEventLoop) -> Callable[[int], None]:
-    """``on_accepted`` for the mailer: called from its sending thread after each message the
-    server accepted, it writes the journal entry before the next message is sent."""
+    def __init__(self, ctx: Context, loop: asyncio.AbstractEventLoop) -> None:
+        self.ctx, self.loop, self.usable = ctx, loop, True
 
-    def on_accepted(outbox_id: int) -> None:
+    async def sent_before(self, outbox_ids: list[int]) -> set[int]:
+        """Rows an earlier delivery sent but could not record (its commit failed)."""
+        if not outbox_ids:
+            return set()
+        try:
+            found = await mail_journal.accepted(self.ctx.redis, self.ctx.keys, outbox_ids)
+        except UNAVAILABLE_ERRORS as exc:
+            # Redis out of reach: deliver anyway (late or twice beats never; a row is in the
+            # journal only if an earlier delivery's commit failed, which Redis being down
+            # now does not make more likely).
+            self._failed(exc)
+            return set()
+        self._answered()
+        return found
+
+    def on_accepted(self, outbox_id: int) -> None:
+        """For the mailer: called from its sending thread after each message the server
+        accepted; writes the entry before the next message is sent."""
+        if not self.usable:
+            return
         done = asyncio.run_coroutine_threadsafe(
-            mail_journal.record_accepted(ctx.redis, ctx.keys, outbox_id), loop
+            mail_journal.record_accepted(self.ctx.redis, self.ctx.keys, outbox_id), self.loop
         )
         try:
-            done.result(timeout=ctx.settings.redis_timeout_s * 2)
+            done.result(timeout=self.ctx.settings.redis_timeout_s * 2)
         except Exception as exc:  # the e-mail is sent; only a second one is no longer ruled out
-            log.warning("mail journal not written (%s)", type(exc).__name__)
+            self._failed(exc)
 
-    return on_accepted
+    def _failed(self, exc: BaseException) -> None:
+        self.usable = False
+        if _Journal.down_since is None:
+            _Journal.down_since = time.monotonic()
+            log.warning("mail journal out of reach (%s): delivering without it", type(exc).__name__)
+
+    def _answered(self) -> None:
+        if _Journal.down_since is not None:
+            _Journal.down_since = None
+            log.warning("mail journal back")
 
 
 # The worker's span for each e-mail it delivers (tracing on).
