@@ -10,8 +10,10 @@ prefork worker, relay and beat as production runs them), heals it, and asserts:
   none took longer than ``SLOW_ANSWER_S``;
 - changes answered again after the fault;
 - committed changes (outbox rows in Postgres, at least the 200s) = e-mails delivered, none
-  twice (each e-mail names its outbox row), no row left unprocessed or dead, and one outbox
-  row for each password event (no half-written state);
+  lost, none twice (each e-mail names its outbox row) except in the one window a SIGKILL can
+  hit (the SMTP server's acceptance of a message and its mail journal entry: at most one
+  message per pool process killed, with the same Message-ID), no row left unprocessed or
+  dead, and one outbox row for each password event (no half-written state);
 - no process exited by itself (a process the fault killed was restarted, as a supervisor
   would).
 
@@ -182,7 +184,24 @@ async def run_scenario(rig: Rig, name: str, fault: Fault) -> Row:
         out.write(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ"), **asdict(result)}) + "\n")
     print(f"\n{result}")
     assert set(by_outbox) <= row_ids
-    assert (lost, doubled) == (0, 0), f"{name}: {result}\n{rig.stack.logs()}"
+    # The one window the mail journal cannot close: a worker SIGKILLed after the SMTP server
+    # accepted a message and before its journal entry was written leaves that message to be
+    # sent again, at most one per pool process (docs/DECISIONS.md, "Exactly one e-mail").
+    # Such a copy carries the same Message-ID, so mail systems can collapse it.
+    sigkilled_workers = sum(
+        p.name == "worker" and p.popen is not None and p.popen.returncode == -signal.SIGKILL
+        for p in rig.killed_by_fault
+    )
+    window = 2 * sigkilled_workers
+    assert lost == 0 and doubled <= window, f"{name}: {result}\n{rig.stack.logs()}"
+    for outbox_id, copies in by_outbox.items():
+        if copies > 1:
+            ids = {
+                m["Message-ID"]
+                for m in rig.stack.sink.messages()
+                if m["X-Identity-Outbox-Id"] == outbox_id
+            }
+            assert len(ids) == 1, f"outbox row {outbox_id}: copies with Message-IDs {ids}"
     if name in ONE_OUTAGE:
         # Said once per outage, however long: at most one line per pool process (two) of a
         # worker, one per relay.

@@ -133,3 +133,25 @@ async def test_a_batch_whose_commit_fails_after_sending_is_not_sent_again(
     )
     assert processed == 3
     assert await ctx.redis.exists(*(ctx.keys.mailed(i) for i in ids)) == 0  # forgotten
+
+
+def test_every_sending_of_a_row_has_the_same_message_id(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The copy a worker killed mid-send can leave (the one window the journal cannot
+    close) is the same message to mail systems that collapse duplicates by Message-ID; no
+    two rows, and no two deployments, share one."""
+    settings = make_settings(mail_from="Accounts <accounts@example.org>")
+    other = make_settings(secret_key="another-deployment-key-0123456789abcdef")
+
+    def message_id(s: Settings, outbox_id: int) -> str:
+        built = mail.password_changed_message(
+            settings=s, to="someone@example.com", name="Someone", outbox_id=outbox_id
+        )
+        return str(built["Message-ID"])
+
+    first = message_id(settings, 41)
+    assert message_id(settings, 41) == first
+    assert first.startswith("<outbox-41.") and first.endswith("@example.org>")
+    assert message_id(settings, 42) != first
+    assert message_id(other, 41) != first

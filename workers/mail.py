@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import email.errors
+import hashlib
+import hmac
 import logging
 import smtplib
 import ssl
 from collections.abc import Callable
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate
 from html import escape
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -29,6 +31,18 @@ from api.settings import Settings
 log = logging.getLogger("identity.mail")
 
 
+def message_id(settings: Settings, outbox_id: int) -> str:
+    """The same Message-ID for every sending of one outbox row: a second copy (a worker
+    killed between the SMTP server's acceptance and the mail journal, docs/DECISIONS.md) is
+    the same message to mail systems that collapse duplicates. Keyed with the secret key, so
+    rows of another deployment (or database) never share one."""
+    digest = hmac.new(
+        settings.secret_key.encode(), f"message-id:{outbox_id}".encode(), hashlib.sha256
+    ).hexdigest()[:24]
+    domain = settings.mail_from.rpartition("@")[2].strip(" >") or "identity.localhost"
+    return f"<outbox-{outbox_id}.{digest}@{domain}>"
+
+
 def build_message(
     *, settings: Settings, to: str, subject: str, text: str, html: str, outbox_id: int
 ) -> EmailMessage:
@@ -37,7 +51,7 @@ def build_message(
     message["To"] = to
     message["Subject"] = subject
     message["Date"] = formatdate(usegmt=True)  # RFC 5322 requires it; spam filters check
-    message["Message-ID"] = make_msgid(idstring=f"outbox-{outbox_id}", domain="identity.localhost")
+    message["Message-ID"] = message_id(settings, outbox_id)
     message["X-Identity-Outbox-Id"] = str(outbox_id)
     message.set_content(text)
     message.add_alternative(html, subtype="html")
