@@ -41,13 +41,11 @@ from tests.conftest import TEST_OVERRIDES
 from tests.support import Human, World
 from tests.workers_support import (
     CELERY,
-    IDENTITY,
     Proc,
     RedisServer,
     Stack,
     await_until,
     free_port,
-    wait_until,
 )
 
 
@@ -184,20 +182,7 @@ class Rig:
 
     def restart_api(self) -> None:
         """A new ``identity serve`` on the same port (as a supervisor would)."""
-        assert self.api is not None
-        port = int(self.base.rsplit(":", 1)[1])
-        args = [IDENTITY, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-        api = self.api = self.stack._start("api", args)
-
-        def ready() -> bool:
-            if not api.alive:
-                raise AssertionError(f"identity serve exited:\n{api.tail()}")
-            try:
-                return httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, 30, "identity serve to be ready again")
+        self.api, _ = self.stack.start_api(port=int(self.base.rsplit(":", 1)[1]))
 
     def processes(self) -> list[Proc]:
         return [p for p in (self.api, self.worker, self.relay, self.beat) if p is not None]

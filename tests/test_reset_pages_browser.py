@@ -30,13 +30,9 @@ from api.settings import Settings
 from tests.change_password_support import expire_code
 from tests.support import STRONG_PASSWORD, Human, World
 from tests.workers_support import (
-    IDENTITY,
     ROOT,
-    Proc,
     Stack,
-    free_port,
     stack_for,
-    wait_until,
 )
 
 pytestmark = pytest.mark.slow
@@ -69,26 +65,6 @@ def _require_browser() -> None:
         pytest.skip(reason)
 
 
-def _start_api(stack: Stack) -> str:
-    """``identity serve`` on a free port whose URL is its public URL (the reset link's)."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    args = [IDENTITY, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    proc = Proc("api", args, stack.env(public_url=base), stack.directory / "api-pages.log")
-    stack.procs.append(proc.start())
-
-    def ready() -> bool:
-        if not proc.alive:
-            raise AssertionError(f"identity serve exited:\n{proc.tail()}")
-        try:
-            return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(ready, 30, "identity serve to be ready")
-    return base
-
-
 @pytest.fixture(scope="module")
 def served(
     base_settings: Settings, tmp_path_factory: pytest.TempPathFactory
@@ -97,7 +73,7 @@ def served(
     with stack_for(base_settings, tmp_path_factory.mktemp("reset-pages")) as stack:
         stack.start_worker()
         stack.start_relay()
-        yield stack, _start_api(stack)
+        yield stack, stack.start_api(own_public_url=True)[1]
 
 
 @pytest.fixture

@@ -276,14 +276,21 @@ class Stack:
         proc.wait_for_log(r"relay listening", 30)
         return proc
 
-    def start_api(self, **extra: object) -> tuple[Proc, str]:
-        port = free_port()
+    def start_api(
+        self, port: int | None = None, *, own_public_url: bool = False, **extra: object
+    ) -> tuple[Proc, str]:
+        """``identity serve`` (one process) on ``port`` (a free one by default), once its
+        ``/readyz`` answers 200. ``own_public_url``: its URL is its public URL (the links it
+        mails point at it)."""
+        port = port or free_port()
+        base = f"http://127.0.0.1:{port}"
+        if own_public_url:
+            extra["public_url"] = base
         proc = self._start(
             "api",
             [IDENTITY, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
             **extra,
         )
-        base = f"http://127.0.0.1:{port}"
 
         def ready() -> bool:
             if not proc.alive:

@@ -79,24 +79,18 @@ async def store_status(*, ctx: Context) -> dict[str, bool]:
     }
 
 
-async def check_stores(*, ctx: Context) -> None:
-    """Postgres and Redis answer (readiness), each within its timeout, checked together.
-
-    Raises ``StoreUnavailable`` naming the stores that did not answer (``/readyz``'s
-    message: an operator reads which dependency is down)."""
-    down = [name for name, up in (await store_status(ctx=ctx)).items() if not up]
+async def readiness(*, ctx: Context) -> dict[str, str]:
+    """``/readyz``: Postgres and Redis must answer (else ``StoreUnavailable`` naming the ones
+    that did not: an operator reads which dependency is down); the broker is reported, not
+    required: a change commits its e-mail to the outbox whether or not the broker is up, and
+    the relay publishes it when it is back."""
+    stores, broker = await asyncio.gather(
+        store_status(ctx=ctx),
+        reachable(ctx.settings.broker_url, timeout_s=ctx.settings.broker_timeout_s),
+    )
+    down = [name for name, up in stores.items() if not up]
     if down:
         OUTAGES.noticed()
         raise StoreUnavailable(f"Not ready: {' and '.join(down)} unavailable", retry_after=1)
-
-
-async def readiness(*, ctx: Context) -> dict[str, str]:
-    """``/readyz``: Postgres and Redis must answer (else ``StoreUnavailable`` naming them);
-    the broker is reported, not required: a change commits its e-mail to the outbox whether
-    or not the broker is up, and the relay publishes it when it is back."""
-    _, broker = await asyncio.gather(
-        check_stores(ctx=ctx),
-        reachable(ctx.settings.broker_url, timeout_s=ctx.settings.broker_timeout_s),
-    )
     state = {None: "not checked", True: "ok", False: "unreachable"}[broker]
     return {"status": "ok", "postgres": "ok", "redis": "ok", "broker": state}
