@@ -10,6 +10,7 @@ no process left that the script started: each carries a marker in its environmen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -96,6 +97,14 @@ def test_ctrl_c_with_output_piped_to_tee_stops_every_process(
         time.sleep(3)  # the worker, relay, beat and Flower finish starting too
         started = _marked(marker)
         assert len(started) >= 6, started  # bash, honcho and its processes at least
+        # The e-mailed links point at the API this run serves, on whatever PORT it was given.
+        public_url = f"IDENTITY_PUBLIC_URL=http://127.0.0.1:{ports['PORT']}".encode()
+        environments = []
+        for pid in started:
+            with contextlib.suppress(OSError):
+                environments.append(Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
+        given = {v for e in environments for v in e if v.startswith(b"IDENTITY_PUBLIC_URL=")}
+        assert given == {public_url}  # set by the script, the same for every process
 
         os.killpg(pipeline.pid, signal.SIGINT)  # Ctrl-C: the script and tee alike
 
