@@ -133,9 +133,27 @@ API=http://127.0.0.1:$PORT
 if [ "$SERVER" = uvicorn ]; then GRPC_PORT=$(free_port); else GRPC_PORT=0; fi
 GRPC=http://127.0.0.1:$([ "$GRPC_PORT" = 0 ] && echo "$PORT" || echo "$GRPC_PORT")
 
-export IDENTITY_DATABASE_URL=postgresql://root@127.0.0.1:5432/$RUN
+# BENCH_SOCKETS=unix: Postgres over its Unix socket and a Redis of the run's own on a Unix
+# socket (what a host running the service beside its stores would configure), instead of
+# loopback TCP.
+SOCKETS=${BENCH_SOCKETS:-tcp}
+REDIS_SERVER_PID=""
+if [ "$SOCKETS" = unix ]; then
+    PG_SOCKET_DIR=${BENCH_PG_SOCKET_DIR:-/var/run/postgresql}
+    export IDENTITY_DATABASE_URL="postgresql://root@/$RUN?host=$PG_SOCKET_DIR"
+    redis-server --port 0 --unixsocket "$WORK/redis.sock" --unixsocketperm 700 --save "" \
+        --appendonly no --dir "$WORK" --daemonize no >"$WORK/redis.log" 2>&1 &
+    REDIS_SERVER_PID=$!
+    for _ in $(seq 50); do [ -S "$WORK/redis.sock" ] && break; sleep 0.1; done
+    export IDENTITY_REDIS_URL="unix://$WORK/redis.sock?db=0"
+    export IDENTITY_BROKER_URL="redis+socket://$WORK/redis.sock?virtual_host=$BROKER_DB"
+    BROKER_REDIS_URL="unix://$WORK/redis.sock?db=$BROKER_DB"
+else
+    export IDENTITY_DATABASE_URL=postgresql://root@127.0.0.1:5432/$RUN
+    export IDENTITY_BROKER_URL=redis://127.0.0.1:6379/$BROKER_DB
+    BROKER_REDIS_URL=$IDENTITY_BROKER_URL
+fi
 export IDENTITY_REDIS_PREFIX="$RUN:"
-export IDENTITY_BROKER_URL=redis://127.0.0.1:6379/$BROKER_DB
 export IDENTITY_LOG_LEVEL=WARNING
 # Production mode, with a key of the run's own (every process refuses the public default).
 export IDENTITY_ENV=production
@@ -164,12 +182,13 @@ async def main():
 asyncio.run(main())"
     "$PY" - <<PYEOF
 import redis
-r = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+r = redis.Redis.from_url("${IDENTITY_REDIS_URL:-redis://127.0.0.1:6379/0}")
 keys = list(r.scan_iter(match="$RUN:*", count=1000))
 for i in range(0, len(keys), 500):
     r.delete(*keys[i:i + 500])
-redis.Redis.from_url("$IDENTITY_BROKER_URL").flushdb()
+redis.Redis.from_url("$BROKER_REDIS_URL").flushdb()
 PYEOF
+    [ -z "$REDIS_SERVER_PID" ] || kill -TERM "$REDIS_SERVER_PID" 2>/dev/null
     if [ "${BENCH_KEEP_WORK:-0}" = 1 ]; then
         echo "bench: kept $WORK (server log, wrk outputs)" >&2
     else
@@ -284,9 +303,15 @@ wrk_run() { # mode label users-file threads connections duration delay-ms output
 bench() { # label mode hashes users-file
     local label=$1 mode=$2 hashes=$3 users=${4:-}
     say "wrk: $label"
-    wrk_run "$mode" "$label" "$users" "$THREADS" "$CONNECTIONS" "$DURATION" 0 "$WORK/wrk-$mode.txt"
+    "$PY" bench/proc_cpu.py snapshot "${CPU_GROUPS[@]}" >"$WORK/cpu-$mode-before.json"
+    wrk_run "$mode" "$label" "$users" "$THREADS" "$CONNECTIONS" "$DURATION" "${BENCH_DELAY_MS:-0}" "$WORK/wrk-$mode.txt"
+    "$PY" bench/proc_cpu.py snapshot "${CPU_GROUPS[@]}" >"$WORK/cpu-$mode-after.json"
+    local requests
+    requests=$(grep '^BENCH ' "$WORK/wrk-$mode.txt" | sed 's/^BENCH //' | "$PY" -c "import json,sys; print(json.load(sys.stdin)['requests'])")
+    # Per-process CPU per request over the wrk run (API alone: the worker groups read ~0).
+    "$PY" bench/proc_cpu.py per "$WORK/cpu-$mode-before.json" "$WORK/cpu-$mode-after.json" "$requests" >"$WORK/cpu-$mode.json"
     grep '^BENCH ' "$WORK/wrk-$mode.txt" | sed 's/^BENCH //' |
-        "$PY" -c "import json,sys; r=json.load(sys.stdin); r['hashes']=$hashes; r['scenario']='$mode'; print(json.dumps(r))" >>"$RESULTS"
+        "$PY" -c "import json,sys; r=json.load(sys.stdin); r['hashes']=$hashes; r['scenario']='$mode'; r['cpu_ms_per_req']=json.load(open('$WORK/cpu-$mode.json')); print(json.dumps(r))" >>"$RESULTS"
     if [ "$mode" = code ] && grep -q '"codes_exhausted_threads":[1-9]' "$WORK/wrk-$mode.txt"; then
         say "the code pool ran out before the end: raise BENCH_CODE_USERS (req/s is a lower bound)"
     fi
@@ -294,16 +319,17 @@ bench() { # label mode hashes users-file
 run() { # scenario label hashes users-file
     if has "$1"; then bench "$2" "$1" "$3" "${4:-}"; fi
 }
+CPU_GROUPS=(
+    "api=identity serve|api.main|multiprocessing.spawn"
+    "worker=celery -A workers worker"
+    "beat=celery -A workers beat"
+    "relay=identity relay"
+    "postgres=^postgres"
+    "redis=redis-server"
+    "smtp_sink=workers.smtp_sink"
+)
 if [ "${BENCH_SYSTEM:-0}" = 1 ]; then
-    groups=(
-        "api=identity serve|api.main|multiprocessing.spawn"
-        "worker=celery -A workers worker"
-        "beat=celery -A workers beat"
-        "relay=identity relay"
-        "postgres=^postgres"
-        "redis=redis-server"
-        "smtp_sink=workers.smtp_sink"
-    )
+    groups=("${CPU_GROUPS[@]}")
     "$PY" bench/proc_cpu.py snapshot "${groups[@]}" >"$WORK/cpu-before.json"
     SINCE=$("$PY" -c 'import datetime; print(datetime.datetime.now(datetime.timezone.utc).isoformat())')
     run code "POST password (reset code, whole system)" 1 "$WORK/users-codes.txt"

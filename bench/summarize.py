@@ -132,6 +132,22 @@ def second(rows: list[dict[str, Any]]) -> None:
     markdown(table)
 
 
+def cpu_table(rows: list[dict[str, Any]]) -> None:
+    """Per-process CPU per request over each closed-loop run (wrk's own CPU not counted)."""
+    measured = [r for r in rows if r.get("cpu_ms_per_req")]
+    if not measured:
+        return
+    groups = [g for g in measured[0]["cpu_ms_per_req"] if g != "all"]
+    shown = [g for g in groups if any(r["cpu_ms_per_req"].get(g, 0) >= 0.05 for r in measured)]
+    print()
+    print("CPU per request from /proc over each run, ms:")
+    table = [("scenario", *shown, "all")]
+    for r in measured:
+        cpu = r["cpu_ms_per_req"]
+        table.append((r["name"], *(f"{cpu.get(g, 0):.2f}" for g in shown), f"{cpu['all']:.2f}"))
+    markdown(table)
+
+
 def main(path: str) -> None:
     rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
     meta: dict[str, Any] = next((r for r in rows if r["name"] == "run"), {})
@@ -151,6 +167,7 @@ def main(path: str) -> None:
     if table_rows:
         print()
         closed_loop(table_rows, hash_rate)
+        cpu_table(table_rows)
     others = [r for r in rows if r.get("kind") in SECOND_TABLE]
     if others:
         print()
