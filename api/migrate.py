@@ -11,6 +11,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -112,9 +113,11 @@ async def ensure_database(database_url: str) -> bool:
     else:
         await conn.close()
         return False
-    base, _, name = database_url.rpartition("/")
-    name = name.split("?", 1)[0]
-    admin = await asyncpg.connect(base + "/postgres")
+    # The same server, its "postgres" database: only the URL's path changes (its query may
+    # hold a Unix socket's directory, ``?host=/var/run/postgresql``).
+    parts = urlsplit(database_url)
+    name = unquote(parts.path.lstrip("/"))
+    admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):

@@ -28,7 +28,7 @@ from litestar.testing import AsyncTestClient
 
 from api.domain.policies import POLICY_KEYS
 from api.http.app import create_app
-from api.migrate import MIGRATIONS_DIR, MigrationError, migrate
+from api.migrate import MIGRATIONS_DIR, MigrationError, ensure_database, migrate
 from api.settings import Settings
 from tests.support import STRONG_PASSWORD, assert_error, bearer
 
@@ -205,6 +205,27 @@ def test_migrate_creates_database_prints_one_line_and_is_idempotent(fresh_db: Cl
         "policies",
         "schema_migrations",
     } <= {r["tablename"] for r in tables}
+
+
+PG_SOCKET_DIR = "/var/run/postgresql"
+
+
+@pytest.mark.skipif(
+    not Path(PG_SOCKET_DIR, ".s.PGSQL.5432").exists(), reason="no Postgres socket here"
+)
+def test_migrate_creates_a_database_named_in_a_unix_socket_url() -> None:
+    """``?host=/dir`` names a socket directory: the database to create is the path's, and
+    the server the same socket (an earlier version cut the URL at the query's last '/')."""
+    name = unique_name("socket")
+    url = f"postgresql://root@/{name}?host={PG_SOCKET_DIR}"
+    try:
+        assert asyncio.run(ensure_database(url)) is True
+        assert asyncio.run(migrate(url)) == MIGRATION_NAMES
+        assert asyncio.run(ensure_database(url)) is False
+        rows = asyncio.run(fetch(url, "SELECT current_database() AS db"))
+        assert rows[0]["db"] == name
+    finally:
+        drop_db(name)
 
 
 def test_concurrent_migrate_applies_each_migration_once() -> None:
