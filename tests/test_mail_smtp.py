@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +172,7 @@ def serve() -> Iterator[Callable[..., Server]]:
         controller.stop()
 
 
-def message(settings: Settings, to: str = "alice@example.com") -> EmailMessage:
+def message(settings: Settings, to: str = "alice@example.com") -> Message:
     return mail.password_changed_message(settings=settings, to=to, name="Alice", outbox_id=7)
 
 
@@ -279,3 +279,67 @@ def test_implicit_tls_and_login(
     with pytest.raises(ssl.SSLCertVerificationError):
         mail.send(untrusted, message(untrusted))
     assert len(server.messages) == 1 and set(server.refused) == {USER.encode()}
+
+
+LINK = "https://login.example.com/ui/v2/login/password/set?userId=163840&code=K7QX2M&orgId=1"
+
+
+@pytest.mark.parametrize(
+    ("mail_from", "to", "modern"),
+    [
+        # Plain sender and address: the email package's legacy classes (no header parsing).
+        ("Accounts <accounts@example.org>", "ada.lovelace+reset@example.com", False),
+        # A sender that needs encoding, an address that is not plain: EmailMessage.
+        ("Identität <accounts@example.org>", "ada.lovelace+reset@example.com", True),
+        ("Accounts <accounts@example.org>", '"ada lovelace"@example.com', True),
+    ],
+)
+def test_both_ways_of_building_an_email_arrive_the_same(
+    serve: Callable[..., Server],
+    make_settings: Callable[..., Settings],
+    mail_from: str,
+    to: str,
+    modern: bool,
+) -> None:
+    """The cheap way (``mail.build_message``'s compat32 classes) and the modern one give a
+    receiver the same message: headers, a text and an HTML part with the name and the link
+    intact (quoted-printable for non-ASCII, 7bit otherwise)."""
+    server = serve()
+    settings = make_settings(smtp_url=f"smtp://127.0.0.1:{server.port}", mail_from=mail_from)
+    built = mail.password_reset_message(
+        settings=settings, to=to, name="Ada Lövelace", link=LINK, code="K7QX2M", outbox_id=12
+    )
+    assert isinstance(built, EmailMessage) is modern
+
+    mail.send(settings, built)
+
+    [got] = server.messages
+    received = got.message
+    assert str(received["From"]) == mail_from
+    assert received["To"].addresses[0].addr_spec == to
+    assert received["Subject"] == "Reset your password"
+    assert received["Message-ID"] == mail.message_id(settings, 12)
+    assert received["X-Identity-Outbox-Id"] == "12"
+    assert received["Date"].datetime is not None
+    assert received.get_content_type() == "multipart/alternative"
+    assert [part.get_content_type() for part in received.iter_parts()] == [
+        "text/plain",
+        "text/html",
+    ]
+    text = received.get_body(("plain",))
+    html = received.get_body(("html",))
+    assert text is not None and html is not None
+    assert "Hello Ada Lövelace," in text.get_content()
+    assert LINK in text.get_content() and "K7QX2M" in text.get_content()
+    assert LINK.replace("&", "&amp;") in html.get_content()
+    assert received.get_all("MIME-Version") == ["1.0"]
+
+
+def test_an_ascii_email_is_7bit() -> None:
+    settings = Settings()
+    built = mail.password_changed_message(
+        settings=settings, to="alan@example.com", name="Alan", outbox_id=3
+    )
+    raw = built.as_bytes()
+    assert raw.isascii()
+    assert raw.count(b"Content-Transfer-Encoding: 7bit") == 2
