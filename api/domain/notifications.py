@@ -27,11 +27,10 @@ from collections.abc import Awaitable, Callable, Sequence
 import msgspec
 
 from api import crypto, metrics, request_ids, tracing
-from api.db import Connection
 from api.domain import emails
 from api.domain.context import Context
 from api.domain.reset_links import render_url_template
-from api.errors import UNAVAILABLE_ERRORS, UserNotFound
+from api.errors import UNAVAILABLE_ERRORS
 from api.repositories import events, mail_journal, outbox, users
 from api.repositories.outbox import OutboxItem
 from api.repositories.users import User
@@ -92,13 +91,15 @@ async def deliver_batch(*, ctx: Context, outbox_ids: Sequence[int], deliver: Del
         items = await outbox.lock_batch(conn, outbox_ids)
         for item in items:
             spans.start(item.id, item.payload, _span_attributes(item))
+        people = await users.get_many(conn, [item.payload["userId"] for item in items])
         to_send: list[tuple[OutboxItem, User, Notice]] = []
         skipped: list[int] = []
         sent: list[int] = []
+        recorded: list[events.Notification] = []
         failures: list[tuple[int, str]] = []
         for item in items:
             try:
-                notice = await _notice(ctx, conn, item)
+                notice = _notice(ctx, item, people.get(item.payload["userId"]))
             except _Undeliverable:
                 failures.append((item.id, ADDRESS_INVALID))
                 continue
@@ -130,16 +131,18 @@ async def deliver_batch(*, ctx: Context, outbox_ids: Sequence[int], deliver: Del
                 )
                 request_ids.CURRENT.reset(bound)
                 event_type, key = _SENT[item.task]
-                await events.record_notification(
-                    conn,
-                    outbox_id=item.id,
-                    event_type=event_type,
-                    user_id=user.id,
-                    resource_owner=user.org_id,
-                    payload={key: item.event_sequence},
+                recorded.append(
+                    events.Notification(
+                        outbox_id=item.id,
+                        event_type=event_type,
+                        user_id=user.id,
+                        resource_owner=user.org_id,
+                        payload={key: item.event_sequence},
+                    )
                 )
             else:
                 failures.append((item.id, outcome))
+        await events.record_notifications(conn, recorded)
         spans.set(
             "identity.mail.outcome",
             {**dict.fromkeys(sent, "sent"), **dict.fromkeys(skipped, "skipped"), **dict(failures)},
@@ -232,14 +235,10 @@ class _Undeliverable(Exception):
     """The row's address is not one any attempt could send to."""
 
 
-async def _notice(ctx: Context, conn: Connection, item: OutboxItem) -> tuple[User, Notice] | None:
-    """What to tell whom for a row; None when there is no one to tell any more;
-    ``_Undeliverable`` when the address is not one we send to."""
-    try:
-        user = await users.get(conn, item.payload["userId"])
-    except UserNotFound:
-        return None  # removed since
-    if not user.email:
+def _notice(ctx: Context, item: OutboxItem, user: User | None) -> tuple[User, Notice] | None:
+    """What to tell whom for a row (about ``user``, None if removed since); None when there is
+    no one to tell any more; ``_Undeliverable`` when the address is not one we send to."""
+    if user is None or not user.email:
         return None
     to = emails.mail_address(user.email)
     if to is None:

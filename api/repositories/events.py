@@ -12,6 +12,7 @@ hold a password, hash, code or token.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -94,20 +95,22 @@ def details_from(row: Any) -> Details:
 # A notification that went out is an aggregate of its own, one event long, keyed by the
 # outbox row that caused it: it is not a state change of the user, so it leaves the user's
 # sequence alone (the contract's sequence counts state changes only), and a second delivery
-# of the same task cannot record it twice.
-_NOTIFICATION = """
-SELECT $1::text AS aggregate_id, 1 AS sequence, $4::text AS resource_owner,
-       clock_timestamp() AS created_at, $2::jsonb AS payload, $3::text AS creator
+# of the same task cannot record it twice. A delivered batch records its notifications of one
+# type in one statement.
+_NOTIFICATIONS = """
+SELECT aggregate_id, 1 AS sequence, resource_owner, clock_timestamp() AS created_at,
+       payload::jsonb AS payload, 'system'::text AS creator
+FROM unnest($1::text[], $2::text[], $3::text[]) AS n(aggregate_id, resource_owner, payload)
 """
 
 
-def _record_notification(event_type: str) -> str:
+def _record_notifications(event_type: str) -> str:
     ev = append("n", NOTIFICATION, event_type, once=True)
-    return f"WITH n AS ({_NOTIFICATION}), {ev}\nSELECT 1 FROM ev"
+    return f"WITH n AS ({_NOTIFICATIONS}), {ev}\nSELECT count(*) FROM ev"
 
 
-_RECORD_NOTIFICATION = {
-    event_type: _record_notification(event_type)
+_RECORD_NOTIFICATIONS = {
+    event_type: _record_notifications(event_type)
     for event_type in (PASSWORD_CODE_SENT, PASSWORD_CHANGE_SENT)
 }
 
@@ -116,20 +119,31 @@ def notification_aggregate(outbox_id: int) -> str:
     return f"notification-{outbox_id}"
 
 
-async def record_notification(
-    conn: Connection,
-    *,
-    outbox_id: int,
-    event_type: str,
-    user_id: str,
-    resource_owner: str,
-    payload: dict[str, Any],
-) -> None:
-    """Record that a notification about ``user_id`` was sent (payload carries ``userId``)."""
-    await conn.execute(
-        _RECORD_NOTIFICATION[event_type],
-        notification_aggregate(outbox_id),
-        {"userId": user_id, "outboxId": outbox_id, **payload},
-        "system",
-        resource_owner,
-    )
+class Notification(msgspec.Struct, frozen=True):
+    """A notification that went out: its outbox row, its type (``PASSWORD_*_SENT``), the
+    user it was about and what the event says besides ``userId`` and ``outboxId``."""
+
+    outbox_id: int
+    event_type: str
+    user_id: str
+    resource_owner: str
+    payload: dict[str, Any]
+
+
+async def record_notifications(conn: Connection, notifications: Sequence[Notification]) -> None:
+    """Record that these notifications were sent: one statement per event type."""
+    by_type: dict[str, list[Notification]] = {}
+    for notification in notifications:
+        by_type.setdefault(notification.event_type, []).append(notification)
+    for event_type, batch in by_type.items():
+        await conn.fetchval(
+            _RECORD_NOTIFICATIONS[event_type],
+            [notification_aggregate(n.outbox_id) for n in batch],
+            [n.resource_owner for n in batch],
+            [
+                msgspec.json.encode(
+                    {"userId": n.user_id, "outboxId": n.outbox_id, **n.payload}
+                ).decode()
+                for n in batch
+            ],
+        )

@@ -107,6 +107,10 @@ _GET_BY_ID = f"""
 SELECT {_COLUMNS} FROM {_FROM}
 WHERE u.id = $1 AND u.deleted_at IS NULL
 """
+_GET_MANY_BY_ID = f"""
+SELECT {_COLUMNS} FROM {_FROM}
+WHERE u.id = ANY($1::text[]) AND u.deleted_at IS NULL
+"""
 # A login name resolves in one organization at most (case-insensitively). When the text after
 # its last "@" is an organization's domain, it resolves in that organization only: the user
 # whose username is the text before (the preferred login name "username@domain"), else the one
@@ -158,6 +162,12 @@ async def get(db: Pool | Connection, user_id: str) -> User:
     if row is None:
         raise UserNotFound()
     return _user(row)
+
+
+async def get_many(db: Pool | Connection, user_ids: Sequence[str]) -> dict[str, User]:
+    """The users of ``user_ids`` that exist (not removed), by ID, in one query."""
+    rows = await db.fetch(_GET_MANY_BY_ID, list(set(user_ids)))
+    return {row["id"]: _user(row) for row in rows}
 
 
 async def find_by_login_name(db: Pool | Connection, login_name: str) -> User:
