@@ -24,6 +24,7 @@ from api.domain.outbox import relay_due
 from api.settings import Settings, get_settings
 from workers import metrics
 from workers.celery_app import create_celery, publish_outbox_rows
+from workers.runtime import new_event_loop
 
 log = logging.getLogger("identity.relay")
 CHANNEL = "identity_outbox"
@@ -116,7 +117,8 @@ def main() -> None:
         log.info("relay listening on %s", CHANNEL)
         await relay_forever(settings, stop)
 
-    asyncio.run(run())
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(run())
 
 
 if __name__ == "__main__":

@@ -30,11 +30,21 @@ class Runtime:
 _runtime: Runtime | None = None
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's where it is installed (as the API's server uses): the worker, the relay and
+    the development SMTP sink spend less CPU per message on it than on asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:  # no uvloop on this platform (Windows, PyPy)
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 def runtime() -> Runtime:
     global _runtime
     if _runtime is None or _runtime.pid != os.getpid():
         tracing.configure(process="worker")  # when the OTEL_* variables ask for it
-        loop = asyncio.new_event_loop()
+        loop = new_event_loop()
         # Tasks publish nothing after commit: the relay publishes what they add.
         ctx = loop.run_until_complete(open_context(get_settings(), min_size=0, max_size=2))
         _runtime = Runtime(loop=loop, ctx=ctx, pid=os.getpid())

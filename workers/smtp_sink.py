@@ -18,6 +18,8 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
+from workers.runtime import new_event_loop
+
 
 class _StoreHandler:
     def __init__(self, directory: Path, refuse: frozenset[str] = frozenset()) -> None:
@@ -69,6 +71,7 @@ class MailSink:
             _StoreHandler(self.directory, frozenset(a.lower() for a in refuse)),
             hostname=host,
             port=port,
+            loop=new_event_loop(),
         )
 
     @property
