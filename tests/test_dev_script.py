@@ -48,6 +48,16 @@ def _marked(marker: str) -> list[int]:
     return found
 
 
+def _command_lines(pids: list[int]) -> list[str]:
+    """What each process left behind is, for the failure message."""
+    lines = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            lines.append(f"{pid}: {cmdline.decode(errors='replace')[:120]}")
+    return lines
+
+
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
     started = Broker(tmp_path).start()
@@ -112,7 +122,7 @@ def test_ctrl_c_with_output_piped_to_tee_stops_every_process(
         while _marked(marker) and time.monotonic() < deadline:
             time.sleep(0.5)
         left = _marked(marker)
-        assert not left, (left, log.read_text(errors="replace")[-3000:])
+        assert not left, (_command_lines(left), log.read_text(errors="replace")[-3000:])
         # The ports are free again: the next ./scripts/dev would start.
         for port in ports.values():
             with pytest.raises(OSError):
