@@ -467,6 +467,15 @@ async def test_verification_attempts_are_rate_limited(
             response = await change(world, admin, other.user_id, NEW_PASSWORD, code="WRONG1")
             assert response.status_code == 400, response.text
         _rate_limited(await change(world, admin, other.user_id, NEW_PASSWORD, code=code), 60)
+        # Checked in the limits' round trip, the right code was claimed and given back: it
+        # stays usable, with the three wrong tries counted. A wrong code refused by the
+        # limit counts as a try, as it would have within the limit.
+        code_key = world.ctx.keys.reset_code(other.user_id)
+        assert await world.ctx.redis.hget(code_key, "claim") is None
+        assert await world.ctx.redis.hget(code_key, "tries") == b"3"
+        wrong = "WRONG1" if code != "WRONG1" else "WRONG2"
+        _rate_limited(await change(world, admin, other.user_id, NEW_PASSWORD, code=wrong), 60)
+        assert await world.ctx.redis.hget(code_key, "tries") == b"4"
         # The admin branch verifies nothing and is not limited.
         assert (await change(world, admin, other.user_id, NEW_PASSWORD)).status_code == 200
 

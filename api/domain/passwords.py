@@ -6,7 +6,7 @@ The flow of ``change_password``, in the contract's order:
     load user (404) → permission (403) → state (400) → rate limit (verification branches:
       the user's attempts, and a failure of the address reserved, given back on success)
     → verify: ``new == current`` before any hashing, then the current password (hash pool)
-      or the reset code (one Lua call: check, count, claim)
+      or the reset code (one Lua call: check, count, claim; in the rate limits' round trip)
     → policy: complexity, blocklist, history, breach → hash the new password (hash pool)
     → the next credentials version to Redis (forward only), then ONE autocommit statement
       (``users.change_password``), guarded by the version the checks read: lock the user
@@ -101,15 +101,13 @@ async def change_password(
     credentials.require_state(user, _ALLOWED_STATES[branch])
     policy = effective_policy(ctx.settings, user.policy_overrides)
     # Charged only now: a caller refused above cannot spend the user's allowance.
-    verification = None
-    if branch is not Branch.ADMIN:
-        verification = await ratelimit.before_verification(
-            ctx.redis, ctx.keys, ctx.settings, user_id=user.id, client_ip=client_ip
-        )
-
+    verification: ratelimit.Verification | None = None
     claim_id: str | None = None
     expected_hash: str | None = None
     if current_password is not None:
+        verification = await ratelimit.before_verification(
+            ctx.redis, ctx.keys, ctx.settings, user_id=user.id, client_ip=client_ip
+        )
         expected_hash = credentials.password_hash_of(user)
         if new_password == current_password:
             raise PasswordUnchanged()
@@ -118,15 +116,12 @@ async def change_password(
         )
     elif verification_code is not None:
         # A wrong, unknown or expired code keeps the address's failure unit.
-        claim_id = await codes.claim_code(
-            ctx.redis,
-            ctx.keys,
-            secret_keys=ctx.settings.secret_keys,
-            user_id=user.id,
+        verification, claim_id = await _limit_and_claim_code(
+            ctx=ctx,
+            user=user,
             code=verification_code,
             max_tries=policy.max_code_attempts,
-            credentials_version=user.credentials_version,
-            claim_ttl_ms=ctx.settings.code_claim_ttl_ms,
+            client_ip=client_ip,
         )
 
     try:
@@ -180,6 +175,37 @@ async def change_password(
         log.warning("could not clean up after a change: %s", type(exc).__name__)
     metrics.PASSWORD_CHANGES.labels(branch.value).inc()
     return change.details
+
+
+async def _limit_and_claim_code(
+    *, ctx: Context, user: User, code: str, max_tries: int, client_ip: str
+) -> tuple[ratelimit.Verification, str]:
+    """The verification limits (the user's attempt, the address's failure reserved) and the
+    code's check and claim, in one Redis round trip; the limits judge first. A refused
+    request gets the 429 whatever the code: a right code's claim is released (still
+    usable), a wrong one has counted as one of the code's tries, as a wrong try within the
+    limit would have."""
+    limits, verification = ratelimit.verification_limits(
+        ctx.keys, ctx.settings, user_id=user.id, client_ip=client_ip
+    )
+    active = ratelimit.active_limits(limits)
+    claim, claim_id = codes.claim_call(
+        ctx.keys,
+        secret_keys=ctx.settings.secret_keys,
+        user_id=user.id,
+        code=code,
+        max_tries=max_tries,
+        credentials_version=user.credentials_version,
+        claim_ttl_ms=ctx.settings.code_claim_ttl_ms,
+    )
+    *waits, answer = await eval_many(ctx.redis, [*ratelimit.calls(active), claim])
+    try:
+        await ratelimit.settle(ctx.redis, active, waits)
+    except RateLimited:
+        if codes.check_of(answer) is codes.CodeCheck.OK:
+            await codes.release_claim(ctx.redis, ctx.keys, user_id=user.id, claim_id=claim_id)
+        raise
+    return verification, codes.claimed(answer, claim_id)
 
 
 async def _write_change(

@@ -129,20 +129,51 @@ async def claim_code(
     the write that follows must still find the user at that version (``Command``'s
     ``expected_version``), so a claimer stalled past the lapse cannot use a code that a
     second claimer used meanwhile."""
-    claim_id = secrets.token_hex(16)
-    result = await _CHECK_AND_CLAIM(
-        redis,
-        [keys.reset_code(user_id)],
-        (
-            code_mac(secret_keys[0], user_id, code),
-            max(1, max_tries),
-            claim_id,
-            max(1, claim_ttl_ms),
-            str(credentials_version),
-            code_mac(secret_keys[1], user_id, code) if len(secret_keys) > 1 else "",
-        ),
+    call, claim_id = claim_call(
+        keys,
+        secret_keys=secret_keys,
+        user_id=user_id,
+        code=code,
+        max_tries=max_tries,
+        credentials_version=credentials_version,
+        claim_ttl_ms=claim_ttl_ms,
     )
-    outcome = CodeCheck(result.decode() if isinstance(result, bytes) else result)
+    script, script_keys, args = call
+    return claimed(await script(redis, script_keys, args), claim_id)
+
+
+def claim_call(
+    keys: Keys,
+    *,
+    secret_keys: Sequence[str],
+    user_id: str,
+    code: str,
+    max_tries: int,
+    credentials_version: int,
+    claim_ttl_ms: int,
+) -> tuple[ScriptCall, str]:
+    """``claim_code`` as a script call for ``eval_many``, and its claim id; its answer goes
+    to ``claimed``."""
+    claim_id = secrets.token_hex(16)
+    args = (
+        code_mac(secret_keys[0], user_id, code),
+        max(1, max_tries),
+        claim_id,
+        max(1, claim_ttl_ms),
+        str(credentials_version),
+        code_mac(secret_keys[1], user_id, code) if len(secret_keys) > 1 else "",
+    )
+    return (_CHECK_AND_CLAIM, [keys.reset_code(user_id)], args), claim_id
+
+
+def check_of(answer: object) -> CodeCheck:
+    return CodeCheck(answer.decode() if isinstance(answer, bytes) else str(answer))
+
+
+def claimed(answer: object, claim_id: str) -> str:
+    """The claim id if the script's answer says the code was claimed, else the contract's
+    error."""
+    outcome = check_of(answer)
     if outcome is CodeCheck.OK:
         return claim_id
     if outcome is CodeCheck.EXPIRED:

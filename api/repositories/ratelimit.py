@@ -69,11 +69,27 @@ async def enforce(redis: Redis, limits: list[Limit]) -> None:
 
     All or nothing: when one limit refuses, the units the others took are given back (the
     keys live in different cluster slots, so one script cannot hold them all)."""
-    active = [limit for limit in limits if limit.per_period > 0]
-    if not active:
-        return
-    waits = [int(w) for w in await eval_many(redis, [_call(lim) for lim in active])]
-    longest = max(waits)
+    active = active_limits(limits)
+    if active:
+        await settle(redis, active, await eval_many(redis, calls(active)))
+
+
+def active_limits(limits: list[Limit]) -> list[Limit]:
+    """The limits that are on (a limit of 0 per period is off)."""
+    return [limit for limit in limits if limit.per_period > 0]
+
+
+def calls(active: list[Limit]) -> list[ScriptCall]:
+    """``enforce``'s script calls, for a round trip shared with other calls; their answers go
+    to ``settle``."""
+    return [_call(limit) for limit in active]
+
+
+async def settle(redis: Redis, active: list[Limit], answers: list[object]) -> None:
+    """``enforce`` after its round trip: raise ``RateLimited`` with the longest wait, the
+    units taken by the limits that allowed given back."""
+    waits = [int(str(w)) for w in answers]
+    longest = max(waits, default=0)
     if longest > 0:
         taken = [lim for lim, wait in zip(active, waits, strict=True) if wait == 0]
         await refund(redis, [lim for lim in taken if lim.mode in ("hit", "record")])
@@ -153,20 +169,29 @@ class Verification(msgspec.Struct, frozen=True):
         return [_call(replace(limit, mode="refund"))] if limit.per_period > 0 else []
 
 
-async def before_verification(
-    redis: Redis, keys: Keys, settings: Settings, *, user_id: str, client_ip: str
-) -> Verification:
-    """Before checking a password or code, in one round trip: one of the user's attempts, and
-    one failure of the address, reserved (429 if either is exhausted). A failed check keeps
-    both; a passed one gives the failure back (``Verification.succeeded``)."""
+def verification_limits(
+    keys: Keys, settings: Settings, *, user_id: str, client_ip: str
+) -> tuple[list[Limit], Verification]:
+    """What a check of a password or code reserves: one of the user's attempts and one failure
+    of the address (``before_verification``, or in a round trip shared with the check)."""
     address_failure = failed_verifications_by_address(
         keys, client_ip, settings.rate_failed_verifications_per_ip_per_minute
     )
     user_attempt = verifications_by_user(
         keys, user_id, settings.rate_verifications_per_user_per_minute
     )
-    await enforce(redis, [user_attempt, address_failure])
-    return Verification(address_failure)
+    return [user_attempt, address_failure], Verification(address_failure)
+
+
+async def before_verification(
+    redis: Redis, keys: Keys, settings: Settings, *, user_id: str, client_ip: str
+) -> Verification:
+    """Before checking a password or code, in one round trip: one of the user's attempts, and
+    one failure of the address, reserved (429 if either is exhausted). A failed check keeps
+    both; a passed one gives the failure back (``Verification.succeeded``)."""
+    limits, verification = verification_limits(keys, settings, user_id=user_id, client_ip=client_ip)
+    await enforce(redis, limits)
+    return verification
 
 
 async def unknown_login_name(
