@@ -113,35 +113,6 @@ async def store_code(
     )
 
 
-async def claim_code(
-    redis: Redis,
-    keys: Keys,
-    *,
-    secret_keys: Sequence[str],
-    user_id: str,
-    code: str,
-    max_tries: int,
-    credentials_version: int,
-    claim_ttl_ms: int,
-) -> str:
-    """Verify and claim the user's code (valid only at ``credentials_version``, the user's
-    as just read); return the claim id, or raise the contract's error. The claim lapses:
-    the write that follows must still find the user at that version (``Command``'s
-    ``expected_version``), so a claimer stalled past the lapse cannot use a code that a
-    second claimer used meanwhile."""
-    call, claim_id = claim_call(
-        keys,
-        secret_keys=secret_keys,
-        user_id=user_id,
-        code=code,
-        max_tries=max_tries,
-        credentials_version=credentials_version,
-        claim_ttl_ms=claim_ttl_ms,
-    )
-    script, script_keys, args = call
-    return claimed(await script(redis, script_keys, args), claim_id)
-
-
 def claim_call(
     keys: Keys,
     *,
@@ -152,8 +123,11 @@ def claim_call(
     credentials_version: int,
     claim_ttl_ms: int,
 ) -> tuple[ScriptCall, str]:
-    """``claim_code`` as a script call for ``eval_many``, and its claim id; its answer goes
-    to ``claimed``."""
+    """The check and claim of the user's code (valid only at ``credentials_version``, the
+    user's as just read) as a script call for ``eval_many``, and its claim id; the script's
+    answer goes to ``claimed``. The claim lapses: the write that follows must still find the
+    user at that version (``Command``'s ``expected_version``), so a claimer stalled past the
+    lapse cannot use a code that a second claimer used meanwhile."""
     claim_id = secrets.token_hex(16)
     args = (
         code_mac(secret_keys[0], user_id, code),
