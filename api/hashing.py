@@ -32,6 +32,10 @@ T = TypeVar("T")
 _BCRYPT_MAX_BYTES = 72
 
 
+# The OS name of the hashing threads (``bench/proc_cpu.py`` looks for it).
+HASH_THREAD_NAME = "identity-hash"
+
+
 def _name_hash_thread() -> None:
     """Give the hashing thread an OS name (``top -H``, ``/proc/<pid>/task/*/comm``), so its
     CPU can be told from the event loop's (``bench/proc_cpu.py``)."""
@@ -42,9 +46,6 @@ def _name_hash_thread() -> None:
         libc.prctl(15, HASH_THREAD_NAME.encode(), 0, 0, 0)  # PR_SET_NAME
     except (OSError, AttributeError):
         pass
-
-
-HASH_THREAD_NAME = "identity-hash"
 
 
 class HashingOnEventLoop(RuntimeError):

@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -85,10 +86,10 @@ def calls(active: list[Limit]) -> list[ScriptCall]:
     return [_call(limit) for limit in active]
 
 
-async def settle(redis: Redis, active: list[Limit], answers: list[object]) -> None:
+async def settle(redis: Redis, active: list[Limit], answers: Sequence[Any]) -> None:
     """``enforce`` after its round trip: raise ``RateLimited`` with the longest wait, the
     units taken by the limits that allowed given back."""
-    waits = [int(str(w)) for w in answers]
+    waits = [int(w) for w in answers]
     longest = max(waits, default=0)
     if longest > 0:
         taken = [lim for lim, wait in zip(active, waits, strict=True) if wait == 0]
