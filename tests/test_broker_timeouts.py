@@ -77,7 +77,7 @@ def test_publishing_to_a_silent_broker_fails_fast(
 
     def publish() -> None:
         try:
-            publish_outbox_rows(app, [OutboxRow(1, TASK_PASSWORD_RESET_EMAIL)])
+            publish_outbox_rows(app, [OutboxRow(1, TASK_PASSWORD_RESET_EMAIL)], batch_size=100)
         except Exception as exc:
             outcome.append(exc)
         else:
@@ -130,7 +130,7 @@ async def test_a_change_answers_and_the_relay_gives_up_fast_on_a_silent_broker(
                 with pytest.raises(Exception):  # noqa: B017 (kombu's own timeout error types)
                     await relay_due(
                         pool,
-                        lambda batch: publish_outbox_rows(app, batch),
+                        lambda batch: publish_outbox_rows(app, batch, batch_size=100),
                         min_age_s=0,
                         redeliver_after_s=3600.0,
                         batch=1_000_000,

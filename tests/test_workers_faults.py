@@ -257,8 +257,8 @@ async def test_second_delivery_sends_no_second_email(
     celery = create_celery(make_settings(broker_url=stack.broker.url))
     try:
         same = [OutboxRow(row["id"], row["task"])]
-        await asyncio.to_thread(publish_outbox_rows, celery, same)
-        await asyncio.to_thread(publish_outbox_rows, celery, same)
+        await asyncio.to_thread(publish_outbox_rows, celery, same, batch_size=100)
+        await asyncio.to_thread(publish_outbox_rows, celery, same, batch_size=100)
         for _ in range(2):  # the task called again, under fresh task ids
             await asyncio.to_thread(celery.send_task, row["task"], args=[row["id"]])
     finally:
@@ -307,6 +307,28 @@ async def test_the_relay_is_woken_by_the_commit(stack: Stack, world: World) -> N
     await change(world, admin, grace, 1)
     await stack.wait_for_mails(grace.email, 1, 15)
     assert time.monotonic() - started < 15
+
+
+async def test_the_relay_stops_gathering_once_a_task_is_full(stack: Stack, world: World) -> None:
+    """Woken by a commit, the relay lets further commits join its batch for up to
+    ``relay_gather_s``, but no longer once ``mail_batch_size`` commits have come: three
+    changes with a gather of a minute and tasks of three ids are e-mailed at once, by one
+    task."""
+    stack.start_worker()
+    stack.start_relay(relay_interval_s=60, relay_gather_s=60, mail_batch_size=3)
+    org_id, admin = await world.admin()
+    people = [await world.human(admin, org_id) for _ in range(3)]
+    await asyncio.sleep(1)  # the relay's first sweep is over: only a notification wakes it
+    started = time.monotonic()
+    for n, person in enumerate(people):
+        await change(world, admin, person, n)
+    for person in people:
+        await stack.wait_for_mails(person.email, 1, 20)
+    assert time.monotonic() - started < 20
+    async def one_task_sent_all() -> bool:
+        return "sent 3, refused 0" in stack.logs()
+
+    await await_until(one_task_sent_all, 10, "the worker's line for one task of three")
 
 
 async def test_relay_killed_and_two_relays_at_once(stack: Stack, world: World) -> None:

@@ -231,6 +231,8 @@ class Stack:
             "broker_url": self.broker.url,
             "smtp_url": self.sink.url,
             "relay_interval_s": 1,
+            # The tests wait for e-mails: gather briefly (the default, 1 s, is for load).
+            "relay_gather_s": 0.2,
             "relay_min_age_s": 1,
             "relay_redeliver_after_s": 5,
             "broker_visibility_timeout_s": 5,

@@ -82,17 +82,14 @@ def create_celery(settings: Settings) -> Celery:
     return app
 
 
-# Outbox rows per broker message: one task delivers them over one SMTP connection.
-EMAIL_BATCH = 50
-
-
-def publish_outbox_rows(app: Celery, rows: Sequence[OutboxRow]) -> None:
-    """Publish the rows as few ``identity.deliver_emails`` tasks, each carrying only outbox
-    ids (never a secret). Blocks: call off the loop."""
+def publish_outbox_rows(app: Celery, rows: Sequence[OutboxRow], *, batch_size: int) -> None:
+    """Publish the rows as few ``identity.deliver_emails`` tasks of up to ``batch_size`` ids
+    (``mail_batch_size``), each carrying only outbox ids (never a secret). Blocks: call off
+    the loop."""
     ids = sorted(row.id for row in rows)
     with metrics.publishing(), app.producer_or_acquire() as producer:
-        for start in range(0, len(ids), EMAIL_BATCH):
-            batch = ids[start : start + EMAIL_BATCH]
+        for start in range(0, len(ids), batch_size):
+            batch = ids[start : start + batch_size]
             app.send_task(
                 TASK_DELIVER_EMAILS,
                 args=[batch],

@@ -30,9 +30,31 @@ log = logging.getLogger("identity.relay")
 CHANNEL = "identity_outbox"
 
 
+class _Commits:
+    """The commits Postgres has announced since the last sweep began: ``woken`` at the
+    first, ``full`` once there are enough to fill a task (no reason to gather longer)."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.count = 0
+        self.woken = asyncio.Event()
+        self.full = asyncio.Event()
+
+    def announced(self, *_: object) -> None:  # asyncpg's listener callback
+        self.count += 1
+        self.woken.set()
+        if self.count >= self.batch_size:
+            self.full.set()
+
+    def reset(self) -> None:
+        self.count = 0
+        self.woken.clear()
+        self.full.clear()
+
+
 async def relay_forever(settings: Settings, stop: asyncio.Event) -> None:
     celery = create_celery(settings)
-    woken = asyncio.Event()
+    commits = _Commits(settings.mail_batch_size)
     listener: asyncpg.Connection | None = None
     backoff = 0.0
     try:
@@ -41,11 +63,13 @@ async def relay_forever(settings: Settings, stop: asyncio.Event) -> None:
                 try:
                     if listener is None or listener.is_closed():
                         listener = await asyncpg.connect(settings.database_url)
-                        await listener.add_listener(CHANNEL, lambda *_: woken.set())
-                    woken.clear()
+                        await listener.add_listener(CHANNEL, commits.announced)
+                    commits.reset()
                     published = await relay_due(
                         ctx.pool,
-                        lambda rows: publish_outbox_rows(celery, rows),
+                        lambda rows: publish_outbox_rows(
+                            celery, rows, batch_size=settings.mail_batch_size
+                        ),
                         min_age_s=0,
                         redeliver_after_s=settings.relay_redeliver_after_s,
                     )
@@ -68,11 +92,12 @@ async def relay_forever(settings: Settings, stop: asyncio.Event) -> None:
                     if listener is not None and not listener.is_closed():
                         listener.terminate()
                     listener = None
-                await _first_of(woken, stop, wait_s=wait)
-                if woken.is_set() and settings.relay_gather_s > 0:
+                await _first_of(commits.woken, stop, wait_s=wait)
+                if commits.woken.is_set() and settings.relay_gather_s > 0:
                     # Let the commits of the next moments join this one's batch: fewer,
-                    # larger tasks for the worker, at the cost of this much delay.
-                    await _first_of(asyncio.Event(), stop, wait_s=settings.relay_gather_s)
+                    # larger tasks for the worker, at the cost of this much delay (none
+                    # once a task's worth has come).
+                    await _first_of(commits.full, stop, wait_s=settings.relay_gather_s)
     finally:
         if listener is not None and not listener.is_closed():
             await listener.close()

@@ -103,7 +103,9 @@ def register(app: Celery) -> None:
         published = run(
             relay_due(
                 ctx.pool,
-                lambda rows: publish_outbox_rows(app, rows),
+                lambda rows: publish_outbox_rows(
+                    app, rows, batch_size=ctx.settings.mail_batch_size
+                ),
                 min_age_s=ctx.settings.relay_min_age_s,
                 redeliver_after_s=ctx.settings.relay_redeliver_after_s,
             )
