@@ -205,3 +205,38 @@ async def test_a_wrong_code_keeps_its_failure_and_a_right_one_gives_it_back(
             f"/v2/users/{user.user_id}/password", json=body, headers=bearer(admin)
         )
         assert_error(limited, 429, 8, "LIMIT-R4te1", "Too many requests")
+
+
+async def test_passed_proofs_give_the_address_its_failures_back(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A change whose proof passed (a reset code, the current password) gives back the
+    failure its address reserved before the check (it goes back in the round trip that
+    raises the user's credentials version): an address allowed two failures a minute makes
+    five changes in a row, and its failures are still whole afterwards."""
+    settings = _own_prefix(make_settings, rate_failed_verifications_per_ip_per_minute=2)
+    async with world_with(settings) as world:
+        org, admin = await world.admin()
+        user = await world.human(admin, org)
+        async with _from(world, "198.51.100.20") as client:
+            password = STRONG_PASSWORD
+            for n in range(5):
+                new = f"{NEW_PASSWORD}{n}"
+                if n % 2:
+                    body = {"currentPassword": password, "newPassword": {"password": new}}
+                else:
+                    code = await world.reset_code(admin, user.user_id)
+                    body = {"verificationCode": code, "newPassword": {"password": new}}
+                changed = await client.post(
+                    f"/v2/users/{user.user_id}/password", json=body, headers=bearer(admin)
+                )
+                assert changed.status_code == 200, changed.text
+                password = new
+            # Both failures are left: two wrong passwords answer 400, the third is refused.
+            for expected in (400, 400, 429):
+                wrong = await client.post(
+                    f"/v2/users/{user.user_id}/password",
+                    json={"currentPassword": "Wr0ng!Passw0rd", "newPassword": {"password": "x"}},
+                    headers=bearer(admin),
+                )
+                assert wrong.status_code == expected, wrong.text

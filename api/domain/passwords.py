@@ -8,14 +8,15 @@ The flow of ``change_password``, in the contract's order:
     → verify: ``new == current`` before any hashing, then the current password (hash pool)
       or the reset code (one Lua call: check, count, claim; in the rate limits' round trip)
     → policy: complexity, blocklist, history, breach → hash the new password (hash pool)
-    → the next credentials version to Redis (forward only), then ONE autocommit statement
-      (``users.change_password``), guarded by the version the checks read: lock the user
-      row, append the event, update the row and move its credentials version, record
-      history, end the user's other sessions, insert the outbox rows; RETURNING sequence,
-      commit time, resource owner
-    → after commit, in one Redis round trip: give the address's failure unit back, burn the
-      code, drop the ended sessions' cache entries; answer (the relay publishes the outbox
-      rows).
+    → in one Redis round trip: the next credentials version (forward only), and the
+      address's failure unit back (the proof passed)
+    → ONE autocommit statement (``users.change_password``), guarded by the version the
+      checks read: lock the user row, append the event, update the row and move its
+      credentials version, record history, end the user's other sessions, insert the outbox
+      rows; RETURNING sequence, commit time, resource owner
+    → answer (the relay publishes the outbox rows). Nothing is left to clean up: the code
+      and the ended sessions' cache entries are void from the commit on (their version is
+      past) and expire in Redis on their own.
 
 A policy failure or a failed write after a successful code claim releases the claim.
 """
@@ -143,6 +144,17 @@ async def change_password(
             expected_hash=expected_hash,
             side_effects=side_effects,
         )
+        # Before the write: once the change answers, no principal cached before it is
+        # served (docs/DECISIONS.md, "Revocation"). The proof passed, so the address's
+        # failure unit goes back in the same round trip, whatever the write does next.
+        await tokens.raise_credentials_version(
+            ctx.redis,
+            ctx.keys,
+            user.id,
+            user.credentials_version + 1,
+            along=verification.refund_calls() if verification is not None else (),
+        )
+        verification = None
         change = await _write_change(
             ctx=ctx,
             user=user,
@@ -160,19 +172,6 @@ async def change_password(
                 await verification.succeeded(ctx.redis)
         raise
 
-    try:
-        # One round trip: the address's failure unit back, the code burnt (void anyway: its
-        # version is past), the ended sessions' cache entries gone (refused anyway).
-        await eval_many(
-            ctx.redis,
-            [
-                *(verification.refund_calls() if verification is not None else ()),
-                codes.burn_call(ctx.keys, user_id=user.id),
-                *tokens.forget_calls(ctx.keys, change.revoked_digests),
-            ],
-        )
-    except Exception as exc:
-        log.warning("could not clean up after a change: %s", type(exc).__name__)
     metrics.PASSWORD_CHANGES.labels(branch.value).inc()
     return change.details
 
@@ -218,17 +217,14 @@ async def _write_change(
     change_required: bool,
     keep_session_id: str | None,
 ) -> UserChange:
-    """The change's one statement, with the user's new credentials version in Redis before
-    it commits: once the change answers, no principal cached before it is served. If Redis
-    cannot take the version, nothing is written (a 503).
+    """The change's one statement, after Redis has the user's next credentials version
+    (``change_password`` sent it; if Redis could not take it, nothing is written: a 503).
 
-    Usually two round trips: the next version to Redis, then the statement in autocommit,
-    guarded by the version the checks read. If the user changed meanwhile, it writes
-    nothing: the verification branches answer that their proof is stale; an administrator's
-    set is made again inside a transaction that holds the row while Redis learns the version
-    it actually made."""
+    Usually one round trip: the statement in autocommit, guarded by the version the checks
+    read. If the user changed meanwhile, it writes nothing: the verification branches answer
+    that their proof is stale; an administrator's set is made again inside a transaction
+    that holds the row while Redis learns the version it actually made."""
     version = user.credentials_version
-    await tokens.raise_credentials_version(ctx.redis, ctx.keys, user.id, version + 1)
     write = functools.partial(
         users.change_password,
         new_hash=new_hash,

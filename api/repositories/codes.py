@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from enum import Enum
 
 from api.errors import CodeExpired, CodeInvalid, CodeNotFound
-from api.kv import DELETE, Keys, LuaScript, Redis, ScriptCall
+from api.kv import Keys, LuaScript, Redis, ScriptCall
 
 CODE_ALPHABET = string.ascii_uppercase + string.digits
 CODE_LENGTH = 6
@@ -159,11 +159,6 @@ def claimed(answer: object, claim_id: str) -> str:
 
 async def release_claim(redis: Redis, keys: Keys, *, user_id: str, claim_id: str) -> None:
     await _RELEASE(redis, [keys.reset_code(user_id)], (claim_id,))
-
-
-def burn_call(keys: Keys, *, user_id: str) -> ScriptCall:
-    """``burn_code`` as a script call for ``eval_many``."""
-    return DELETE, [keys.reset_code(user_id)], ()
 
 
 async def burn_code(redis: Redis, keys: Keys, *, user_id: str) -> None:

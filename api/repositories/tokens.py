@@ -16,7 +16,7 @@ from typing import Any, cast
 import msgspec
 
 from api.db import Connection, Pool
-from api.kv import DELETE, Keys, LuaScript, Redis, ScriptCall
+from api.kv import Keys, LuaScript, Redis, ScriptCall, eval_many
 
 _INSERT_PAT = """
 INSERT INTO personal_access_tokens (id, user_id, token_hash, expires_at) VALUES ($1, $2, $3, $4)
@@ -209,10 +209,17 @@ return 0
 )
 
 
-async def raise_credentials_version(redis: Redis, keys: Keys, user_id: str, version: int) -> None:
+async def raise_credentials_version(
+    redis: Redis, keys: Keys, user_id: str, version: int, *, along: Sequence[ScriptCall] = ()
+) -> None:
     """The user's version from now on (unless Redis already has a newer one): entries tagged
-    with an older one are no longer served."""
-    await _RAISE_VERSION(redis, [keys.credentials(user_id)], (version,))
+    with an older one are no longer served. ``along``: other script calls made in the same
+    round trip (an error in any of them raises, as the version's own would)."""
+    key = keys.credentials(user_id)
+    if along:
+        await eval_many(redis, [(_RAISE_VERSION, [key], (version,)), *along])
+    else:
+        await _RAISE_VERSION(redis, [key], (version,))
 
 
 async def remember_credentials_version(
@@ -221,12 +228,6 @@ async def remember_credentials_version(
     """Record the version read from Postgres where Redis has none (never over a newer one a
     change wrote meanwhile)."""
     await redis.set(keys.credentials(user_id), version, nx=True)
-
-
-def forget_calls(keys: Keys, digests: Sequence[bytes]) -> list[ScriptCall]:
-    """``forget`` as script calls for ``eval_many`` (one per key: they live in different
-    cluster slots)."""
-    return [(DELETE, [keys.token(d.hex())], ()) for d in digests]
 
 
 async def forget(redis: Redis, keys: Keys, digests: Sequence[bytes]) -> None:

@@ -83,11 +83,10 @@ class NewUserRow(msgspec.Struct, frozen=True, kw_only=True):
 
 class UserChange(msgspec.Struct, frozen=True):
     """A command's result: its details, and for a password change the user's new credentials
-    version and the token digests of the sessions it ended."""
+    version."""
 
     details: Details
     credentials_version: int = 0
-    revoked_digests: list[bytes] = []
 
 
 # --- reads ------------------------------------------------------------------------------------
@@ -281,7 +280,6 @@ def _command(
     *,
     sets: str = "",
     also: str = "",
-    returns: str = "",
     removed_too: bool = False,
     where: str = "",
 ) -> str:
@@ -304,7 +302,7 @@ WITH target AS (
     RETURNING u.id, u.credentials_version
 ), {side_effects}{also}
 SELECT ev.sequence, ev.created_at, ev.resource_owner,
-       (SELECT credentials_version FROM updated) AS credentials_version{returns}
+       (SELECT credentials_version FROM updated) AS credentials_version
 FROM ev
 """
     _EVENT_TYPES[statement] = event_type
@@ -341,11 +339,8 @@ _CHANGE_PASSWORD = _command(
     WHERE s.user_id = ev.aggregate_id AND s.revoked_at IS NULL
       AND s.id IS DISTINCT FROM $11::text
     RETURNING s.id AS aggregate_id, s.sequence, ev.resource_owner, ev.created_at,
-              '{{"reason": "password changed"}}'::jsonb AS payload, 'system'::text AS creator,
-              s.token_hash
+              '{{"reason": "password changed"}}'::jsonb AS payload, 'system'::text AS creator
 ), {_ENDED_SESSIONS}""",
-    returns="""
-       , (SELECT coalesce(array_agg(token_hash), '{}') FROM ended) AS revoked_digests""",
 )
 _ADD_PASSWORD_CODE = _command(events.PASSWORD_CODE_ADDED)
 
@@ -422,11 +417,7 @@ async def _run(
         )
     if record is None:
         return None
-    return UserChange(
-        events.details_from(record),
-        record["credentials_version"],
-        list(record.get("revoked_digests") or ()),
-    )
+    return UserChange(events.details_from(record), record["credentials_version"])
 
 
 async def change_password(
