@@ -325,6 +325,7 @@ async def test_the_relay_stops_gathering_once_a_task_is_full(stack: Stack, world
     for person in people:
         await stack.wait_for_mails(person.email, 1, 20)
     assert time.monotonic() - started < 20
+
     async def one_task_sent_all() -> bool:
         return "sent 3, refused 0" in stack.logs()
 
