@@ -629,9 +629,9 @@ def _install_generators(run: _Run) -> None:
         if getattr(original, "_secret_scan", False):
             continue
 
-        def make(function: Callable[[], str], kind: str = kind) -> Callable[[], str]:
-            def generate() -> str:
-                value = function()
+        def make(function: Callable[..., str], kind: str = kind) -> Callable[..., str]:
+            def generate(*args: Any, **kwargs: Any) -> str:
+                value = function(*args, **kwargs)
                 run.secrets.add(kind, value)
                 return value
 
@@ -640,7 +640,7 @@ def _install_generators(run: _Run) -> None:
 
         wrapper = make(original)
 
-        def replace(_original: object, w: Callable[[], str] = wrapper) -> Callable[[], str]:
+        def replace(_original: object, w: Callable[..., str] = wrapper) -> Callable[..., str]:
             return w
 
         for holder in _modules_holding(original):

@@ -211,3 +211,82 @@ async def test_a_login_racing_a_change_gets_no_working_session(
         assert not await works(world, login.json()["sessionToken"], user.user_id)
     else:
         assert_error(login, 400, 3, "COMMAND-3M0fs", "Password is invalid")
+
+
+class _RoundTrips:
+    """Counts the Redis round trips of the app's client (each command or pipeline takes a
+    connection from the pool once)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, world: World) -> None:
+        self.count = 0
+        pool = world.client.app.state.ctx.redis.connection_pool
+        take = pool.get_connection
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return await take(*args, **kwargs)
+
+        monkeypatch.setattr(pool, "get_connection", counted)
+
+    async def of(self, request: Any) -> int:
+        before = self.count
+        await request
+        return self.count - before
+
+
+@pytest.mark.parametrize("kind", ["session", "machine"])
+async def test_a_cached_token_costs_one_redis_round_trip(
+    world: World, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """A token names its user, so a cache hit reads the entry and that user's credentials
+    version together; and it is refused all the same once the version moves."""
+    org_id, admin = await world.admin()
+    user = await world.human(admin, org_id)
+    if kind == "session":
+        _, token = await world.login(user)
+    else:
+        token = await world.token(org_id, "ORG_OWNER")
+    assert await works(world, token, user.user_id)  # cached now
+    trips = _RoundTrips(monkeypatch, world)
+    assert await trips.of(works(world, token, user.user_id)) == 1
+    response = await change(world, admin, user.user_id, NEW)
+    assert response.status_code == 200, response.text
+    assert await works(world, token, user.user_id) is (kind == "machine")
+
+
+async def test_a_token_made_before_tokens_named_their_users_still_works(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token without a name (as every token made before 2026-11-30): two round trips on a
+    cache hit (the entry, then its user's version), and revoked like any other."""
+    import secrets
+
+    from api.domain import sessions
+
+    monkeypatch.setattr(sessions, "new_token", lambda _user_id: secrets.token_urlsafe(32))
+    org_id, admin = await world.admin()
+    user = await world.human(admin, org_id)
+    _, legacy = await world.login(user)
+    assert "." not in legacy
+    assert await works(world, legacy, user.user_id)
+    trips = _RoundTrips(monkeypatch, world)
+    assert await trips.of(works(world, legacy, user.user_id)) == 2
+    response = await change(world, admin, user.user_id, NEW)
+    assert response.status_code == 200, response.text
+    assert not await works(world, legacy, user.user_id)
+
+
+async def test_a_token_naming_another_user_is_unknown(world: World) -> None:
+    """The name is part of the token (its digest covers it): a token with another user's
+    name is another token, unknown."""
+    import base64
+
+    org_id, admin = await world.admin()
+    user = await world.human(admin, org_id)
+    other = await world.human(admin, org_id)
+    _, token = await world.login(user)
+    secret, dot, _ = token.rpartition(".")
+    assert dot
+    forged = f"{secret}.{base64.urlsafe_b64encode(other.user_id.encode()).decode().rstrip('=')}"
+    assert not await works(world, forged, user.user_id)
+    assert await works(world, token, user.user_id)

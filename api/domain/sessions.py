@@ -56,7 +56,7 @@ async def create_session(
         await users.replace_hash(ctx.pool, user_id=user.id, new_hash=new_hash, old_hash=encoded)
         encoded = new_hash  # the same password, as the session below checks
 
-    token = new_token()
+    token = new_token(user.id)
     session_id = new_id()
     details = await sessions.insert(
         ctx.pool,

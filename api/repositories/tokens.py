@@ -193,6 +193,18 @@ async def cache_unknown(redis: Redis, keys: Keys, digest: bytes) -> None:
     await redis.set(keys.token(digest.hex()), NEGATIVE, ex=_NEGATIVE_TTL_S)
 
 
+async def cached_with_version(
+    redis: Redis, keys: Keys, digest: bytes, user_id: str
+) -> tuple[bytes | None, int | None]:
+    """``cached`` and ``credentials_version`` in one round trip (a pipeline: the two keys
+    live in different cluster slots)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get(keys.token(digest.hex()))
+        pipe.get(keys.credentials(user_id))
+        entry, version = await pipe.execute()
+    return cast(bytes | None, entry), int(version) if version is not None else None
+
+
 async def credentials_version(redis: Redis, keys: Keys, user_id: str) -> int | None:
     value = await redis.get(keys.credentials(user_id))
     return int(value) if value is not None else None
