@@ -68,9 +68,6 @@ class LuaScript:
             return await client.eval(self.source, len(keys), *keys, *args)
 
 
-# DEL as a script, so a deletion joins other script calls in ``eval_many``'s one round trip.
-DELETE = LuaScript("return redis.call('DEL', unpack(KEYS))")
-
 ScriptCall = tuple[LuaScript, Sequence[str], Sequence[Any]]
 
 
