@@ -10,16 +10,31 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from api.settings import Settings
 
 Redis = aioredis.Redis
+BlockingRedis = redis.Redis
 
 
 def create_redis(settings: Settings) -> aioredis.Redis:
     return aioredis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        health_check_interval=30,
+        decode_responses=False,
+    )
+
+
+def create_blocking_redis(settings: Settings) -> redis.Redis:
+    """The same Redis for code that runs in a thread of its own and must not wait for the
+    event loop (the mailer's journal writes, ``api.repositories.mail_journal``). It connects
+    on first use."""
+    return redis.Redis.from_url(
         settings.redis_url,
         socket_timeout=settings.redis_timeout_s,
         socket_connect_timeout=settings.redis_timeout_s,

@@ -4,7 +4,11 @@ after the retry budget, and a dead row is never published again."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 
@@ -155,3 +159,71 @@ def test_every_sending_of_a_row_has_the_same_message_id(
     assert first.startswith("<outbox-41.") and first.endswith("@example.org>")
     assert message_id(settings, 42) != first
     assert message_id(other, 41) != first
+
+
+class _CountingProxy:
+    """A TCP relay to ``target`` that counts the reads of what the client sent: one read per
+    write of the client, on loopback, unless the client writes again before the server
+    side answered (which is the point of pipelining)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.client_reads = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        client, _ = self._listener.accept()
+        upstream = socket.create_connection(self.target)
+        threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+        self._pump(client, upstream, True)
+
+    def _pump(self, source: socket.socket, sink: socket.socket, count: bool) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := source.recv(65536):
+                if count:
+                    self.client_reads += 1
+                sink.sendall(chunk)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_a_batch_takes_one_round_trip_per_message_where_the_server_pipelines(
+    make_settings: Callable[..., Settings], tmp_path: Path, pipelining: bool
+) -> None:
+    """RFC 2920: with a server that says PIPELINING, a message's MAIL, RCPT and DATA go out
+    together after the previous message's content; a refused recipient in the middle still
+    leaves the rest delivered, with the same outcomes as one command at a time."""
+    sink = MailSink(tmp_path / "mail", refuse=frozenset({REFUSED}), pipelining=pipelining)
+    sink.start()
+    proxy = _CountingProxy((sink.host, sink.port))
+    try:
+        settings = make_settings(smtp_url=f"smtp://127.0.0.1:{proxy.port}")
+        addresses = [f"p{i}@example.com" for i in range(3)] + [REFUSED]
+        addresses += [f"q{i}@example.com" for i in range(4)]
+        messages = [
+            mail.password_changed_message(settings=settings, to=to, name="Someone", outbox_id=i)
+            for i, to in enumerate(addresses)
+        ]
+        accepted: list[int] = []
+
+        outcomes = mail.send_batch(settings, messages, accepted.append)
+
+        assert outcomes == [None, None, None, "smtp-550", None, None, None, None]
+        assert accepted == [0, 1, 2, 4, 5, 6, 7]
+        delivered = sorted(m["To"] for m in sink.messages())
+        assert delivered == sorted(a for a in addresses if a != REFUSED)
+        # EHLO, then one write per message (with the refused one's RSET), the last
+        # content and QUIT; four per message without pipelining.
+        if pipelining:
+            assert proxy.client_reads <= len(messages) + 4
+        else:
+            assert proxy.client_reads >= 4 * len(messages)
+    finally:
+        proxy.close()
+        sink.stop()

@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import email.charset
 import email.errors
+import email.generator
+import email.utils
 import functools
 import hashlib
 import hmac
+import io
 import logging
 import re
 import smtplib
@@ -22,6 +25,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
 from email.utils import formatdate
 from html import escape
+from typing import NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from api.domain.notifications import (
@@ -202,6 +206,9 @@ def send_batch(
     to ``on_accepted`` (with their index), each before the next was sent."""
     outcomes: list[str | None] = []
     with _connect(settings) as client:
+        client.ehlo_or_helo_if_needed()
+        if client.has_extn("pipelining"):
+            return _send_pipelined(client, messages, on_accepted)
         for index, message in enumerate(messages):
             try:
                 client.send_message(message)
@@ -215,6 +222,94 @@ def send_batch(
                 _log_invalid(message["X-Identity-Outbox-Id"], exc)
                 outcomes.append(MESSAGE_INVALID)
     return outcomes
+
+
+class _Envelope(NamedTuple):
+    position: int  # in the batch
+    commands: bytes  # MAIL, RCPT and DATA
+    content: bytes  # dot-stuffed, with the end-of-data line
+
+
+def _envelope(index: int, message: Message) -> _Envelope:
+    """What ``smtplib.SMTP.send_message`` would send for ``message`` (the sender from From,
+    the recipients from To and Cc, the message flattened with CRLF, dots doubled); a message
+    that cannot be written out raises (``_UNWRITABLE``)."""
+    sender = email.utils.getaddresses([message["From"]])[0][1]
+    fields = [f for f in (message["To"], message["Cc"]) if f is not None]
+    recipients = [address for _, address in email.utils.getaddresses(fields)]
+    if not recipients:
+        raise ValueError("no recipient")
+    with io.BytesIO() as flat:
+        email.generator.BytesGenerator(flat).flatten(message, linesep="\r\n")
+        content = re.sub(rb"(?m)^\.", b"..", flat.getvalue())
+    if not content.endswith(b"\r\n"):
+        content += b"\r\n"
+    commands = [f"MAIL FROM:{smtplib.quoteaddr(sender)}"]
+    commands += [f"RCPT TO:{smtplib.quoteaddr(r)}" for r in recipients]
+    commands.append("DATA")
+    # ASCII only (UnicodeEncodeError is a ValueError): an address that needs SMTPUTF8 is not
+    # one ``api.domain.emails`` stores.
+    return _Envelope(index, ("\r\n".join(commands) + "\r\n").encode("ascii"), content + b".\r\n")
+
+
+def _send_pipelined(
+    client: smtplib.SMTP,
+    messages: list[Message],
+    on_accepted: Callable[[int], None] | None,
+) -> list[str | None]:
+    """``send_batch`` with PIPELINING (RFC 2920), which the server advertised: a message's
+    MAIL, RCPT and DATA go out in one write, after the previous message's content, so a
+    message costs one round trip where ``smtplib`` makes four (each a wake-up of both sides).
+    The replies are read in order; the content of a message goes out only once its DATA was
+    answered 354, after the previous message's acceptance was reported to ``on_accepted``.
+    ``smtplib`` has no pipelining, nor has any maintained Python SMTP client; this uses its
+    public ``send`` and ``getreply``."""
+    outcomes: list[str | None] = [None] * len(messages)
+    envelopes: list[_Envelope] = []
+    for index, message in enumerate(messages):
+        try:
+            envelopes.append(_envelope(index, message))
+        except _UNWRITABLE as exc:  # before anything of it is sent, as without pipelining
+            _log_invalid(message["X-Identity-Outbox-Id"], exc)
+            outcomes[index] = MESSAGE_INVALID
+    # What goes out ahead of the next envelope, and the reply it will get: the previous
+    # message's content (its acceptance), or RSET after a refused envelope.
+    ahead = b""
+    content_of: int | None = None
+    for envelope in [*envelopes, None]:
+        client.send(ahead + (envelope.commands if envelope is not None else b""))
+        if content_of is not None:
+            code, _ = _reply(client)
+            if code == 250:
+                if on_accepted is not None:
+                    on_accepted(content_of)
+            else:
+                outcomes[content_of] = f"smtp-{code}"
+        elif ahead:  # RSET (or a bare end of data) after a refusal: its reply only
+            _reply(client)
+        ahead, content_of = b"", None
+        if envelope is None:
+            break
+        replies = [_reply(client)[0] for _ in range(envelope.commands.count(b"\r\n"))]
+        *accepted, data = replies
+        if data == 354 and all(code == 250 for code in accepted):
+            ahead, content_of = envelope.content, envelope.position
+            continue
+        outcomes[envelope.position] = f"smtp-{next(c for c in replies if c != 250)}"
+        # A server that took DATA anyway gets an empty end of data; else the transaction
+        # is reset for the next message.
+        ahead = b".\r\n" if data == 354 else b"RSET\r\n"
+    return outcomes
+
+
+def _reply(client: smtplib.SMTP) -> tuple[int, bytes]:
+    """The next reply; 421 (the server is closing the connection) fails the connection, as
+    ``smtplib`` does."""
+    code, text = client.getreply()
+    if code == 421:
+        client.close()
+        raise smtplib.SMTPServerDisconnected("the server closed the connection (421)")
+    return code, text
 
 
 def _log_invalid(outbox_id: object, exc: BaseException) -> None:

@@ -22,11 +22,25 @@ from workers.runtime import new_event_loop
 
 
 class _StoreHandler:
-    def __init__(self, directory: Path, refuse: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, directory: Path, refuse: frozenset[str] = frozenset(), *, pipelining: bool = True
+    ) -> None:
         self.directory = directory
         self.refuse = refuse
+        self.pipelining = pipelining
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        """Says PIPELINING (RFC 2920), as mail servers in production do: aiosmtpd reads
+        commands one by one from its stream, so commands sent together are answered in order,
+        but it does not say so itself."""
+        session.host_name = hostname  # the hook's duty (aiosmtpd's handle_EHLO contract)
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
@@ -56,8 +70,10 @@ class MailSink:
         port: int = 0,
         *,
         refuse: frozenset[str] = frozenset(),
+        pipelining: bool = True,
     ) -> None:
-        """``refuse``: addresses answered ``550`` (tests of undeliverable mail)."""
+        """``refuse``: addresses answered ``550`` (tests of undeliverable mail);
+        ``pipelining``: whether EHLO says PIPELINING."""
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         if port == 0:
@@ -68,7 +84,9 @@ class MailSink:
                 port = s.getsockname()[1]
         self.host, self.port = host, port
         self._controller = Controller(
-            _StoreHandler(self.directory, frozenset(a.lower() for a in refuse)),
+            _StoreHandler(
+                self.directory, frozenset(a.lower() for a in refuse), pipelining=pipelining
+            ),
             hostname=host,
             port=port,
             loop=new_event_loop(),

@@ -15,7 +15,7 @@ from typing import Any
 from api.db import Pool, create_pool, ping
 from api.errors import UNAVAILABLE_ERRORS, StoreUnavailable
 from api.hashing import PasswordHasher
-from api.kv import Keys, Redis, create_redis
+from api.kv import BlockingRedis, Keys, Redis, create_blocking_redis, create_redis
 from api.outages import OUTAGES, reachable
 from api.settings import Settings
 
@@ -27,6 +27,9 @@ class Context:
     redis: Redis
     keys: Keys
     hasher: PasswordHasher
+    # For a thread that must not wait for the loop (the mailer's journal); unused elsewhere,
+    # and it connects only on first use.
+    blocking_redis: BlockingRedis
 
 
 async def open_context(settings: Settings, **pool_options: Any) -> Context:
@@ -37,12 +40,14 @@ async def open_context(settings: Settings, **pool_options: Any) -> Context:
         redis=create_redis(settings),
         keys=Keys(settings.redis_prefix),
         hasher=PasswordHasher(settings),
+        blocking_redis=create_blocking_redis(settings),
     )
 
 
 async def close_context(ctx: Context) -> None:
     ctx.hasher.close()
     await ctx.redis.aclose()
+    ctx.blocking_redis.close()
     await ctx.pool.close()
 
 

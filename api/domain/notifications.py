@@ -61,8 +61,8 @@ DeliverBatch = Callable[[list[Notice], Callable[[int], None]], Awaitable[list[st
 """Sends notices (one connection for all); for each, None when accepted, or the kind of the
 refusal (``smtp-550``; ``MESSAGE_INVALID`` when no e-mail could be built for it). Raises when
 nothing could be sent (the connection failed). Calls ``on_accepted(outbox_id)`` (its second
-argument, from any thread; it blocks) after each message the server accepted and before
-sending the next: the mail journal (``api.repositories.mail_journal``)."""
+argument, from any thread; it does not wait for Redis) after each message the server
+accepted and before sending the next: the mail journal (``api.repositories.mail_journal``)."""
 
 # The event recorded for each kind of row once its e-mail went out, and the payload key that
 # names the change it belongs to.
@@ -108,10 +108,13 @@ async def deliver_batch(*, ctx: Context, outbox_ids: Sequence[int], deliver: Del
             else:
                 to_send.append((item, *notice))
         # Sent by a delivery whose commit failed: recorded as sent now, not sent again.
-        journal = _Journal(ctx, asyncio.get_running_loop())
+        journal = _Journal(ctx)
         journaled = await journal.sent_before([item.id for item, _, _ in to_send])
         fresh = [n for item, _, n in to_send if item.id not in journaled]
-        fresh_outcomes = iter(await deliver(fresh, journal.on_accepted) if fresh else [])
+        try:
+            fresh_outcomes = iter(await deliver(fresh, journal.on_accepted) if fresh else [])
+        finally:
+            await journal.confirm()
         outcomes = [
             None if item.id in journaled else next(fresh_outcomes) for item, _, _ in to_send
         ]
@@ -175,8 +178,9 @@ class _Journal:
 
     down_since: float | None = None  # this process's outage, for saying it once
 
-    def __init__(self, ctx: Context, loop: asyncio.AbstractEventLoop) -> None:
-        self.ctx, self.loop, self.usable = ctx, loop, True
+    def __init__(self, ctx: Context) -> None:
+        self.ctx, self.usable = ctx, True
+        self.writes = mail_journal.AcceptanceLog(ctx.blocking_redis, ctx.keys)
 
     async def sent_before(self, outbox_ids: list[int]) -> set[int]:
         """Rows an earlier delivery sent but could not record (its commit failed)."""
@@ -195,16 +199,23 @@ class _Journal:
 
     def on_accepted(self, outbox_id: int) -> None:
         """For the mailer: called from its sending thread after each message the server
-        accepted; writes the entry before the next message is sent."""
+        accepted; the entry is written before the next message is sent. Neither the event
+        loop nor Redis's answer is waited for (two thread hand-offs and a round trip per
+        e-mail): the answers are read by ``confirm``."""
         if not self.usable:
             return
-        done = asyncio.run_coroutine_threadsafe(
-            mail_journal.record_accepted(self.ctx.redis, self.ctx.keys, outbox_id), self.loop
-        )
         try:
-            done.result(timeout=self.ctx.settings.redis_timeout_s * 2)
+            self.writes.record(outbox_id)
         except Exception as exc:  # the e-mail is sent; only a second one is no longer ruled out
             self._failed(exc)
+
+    async def confirm(self) -> None:
+        """Once the batch is sent: Redis's answers to the entries written."""
+        try:
+            await asyncio.to_thread(self.writes.confirm)
+        except Exception as exc:
+            if self.usable:
+                self._failed(exc)
 
     def _failed(self, exc: BaseException) -> None:
         self.usable = False
