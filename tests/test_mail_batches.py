@@ -5,6 +5,9 @@ after the retry budget, and a dead row is never published again."""
 from __future__ import annotations
 
 import contextlib
+import email.generator
+import email.policy
+import io
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -227,3 +230,42 @@ def test_a_batch_takes_one_round_trip_per_message_where_the_server_pipelines(
     finally:
         proxy.close()
         sink.stop()
+
+
+@pytest.mark.parametrize(
+    ("name", "to"),
+    [
+        ("Someone", "someone@example.com"),
+        (
+            "Jürgen Größe-Überlänge " * 6,
+            "a.very.long.local.part.of.an.address." * 3 + "@example.com",
+        ),
+        ("tab\tand  spaces ", "x@example.com"),
+    ],
+)
+def test_an_e_mail_is_written_byte_for_byte_as_compat32_writes_it(
+    make_settings: Callable[..., Settings], name: str, to: str
+) -> None:
+    """The mailer's header folding takes a short cut for headers that fit on their line: the
+    messages it writes are the ones compat32 writes, folded headers and encoded bodies
+    included."""
+    settings = make_settings(mail_from="Accounts Team <accounts@example.org>")
+    for message in (
+        mail.password_changed_message(settings=settings, to=to, name=name, outbox_id=7),
+        mail.password_reset_message(
+            settings=settings,
+            to=to,
+            name=name,
+            link="https://accounts.example.org/reset?code=" + "C" * 120,
+            code="ABC123",
+            outbox_id=8,
+        ),
+    ):
+        message.set_boundary("boundary")
+        ours, reference = io.BytesIO(), io.BytesIO()
+        email.generator.BytesGenerator(ours).flatten(message, linesep="\r\n")
+        email.generator.BytesGenerator(reference, policy=email.policy.compat32).flatten(
+            message, linesep="\r\n"
+        )
+        assert message.policy is not email.policy.compat32
+        assert ours.getvalue() == reference.getvalue()
