@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=0,
-        help="server processes (0, the default: one per core, each hashing on one thread)",
+        help="server processes (0, the default: one per four cores, at least one; the cores'"
+        " hash threads are shared among them)",
     )
     serve.add_argument("--server", choices=SERVERS, default=SERVERS[0])
     serve.add_argument(

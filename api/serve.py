@@ -27,13 +27,25 @@ SERVERS = ("uvicorn-h2", "uvicorn", "hypercorn")
 APP = "api.main:create_app"
 
 
+# Cores per server process by default. A process hashes only for the requests of its own
+# connections, so one client on one connection (an HTTP/2 SDK; a gateway with a few
+# keep-alive connections) leaves the hash threads of the other processes idle. Few processes,
+# each hashing on several cores, keep the machine's hash rate within reach of any client;
+# four cores' worth of changes is well within one event loop (docs/DECISIONS.md,
+# "Processes and hash threads").
+CORES_PER_PROCESS = 4
+
+
+def default_workers() -> int:
+    """``identity serve``'s processes when ``--workers`` is 0: one per four cores, at least
+    one (so one on this 2-core machine, hashing on both)."""
+    return max(1, (os.cpu_count() or 1) // CORES_PER_PROCESS)
+
+
 def serve(
     settings: Settings, *, host: str, port: int, workers: int, server: str, grpc_port: int
 ) -> None:
-    # One process per core by default: measured with the production hash, as efficient as
-    # one process hashing on every core, and faster where the event loop is the bottleneck
-    # (bench/README.md, "Request path"; docs/DECISIONS.md).
-    workers = workers if workers > 0 else (os.cpu_count() or 1)
+    workers = workers if workers > 0 else default_workers()
     if workers > 1 and settings.hash_workers == 0:
         # Each server process has its own hash pool: share the cores between them rather
         # than run processes times cores hashing threads that only contend.

@@ -39,6 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--name", default="argon2id raw", help="the result line's name")
     args = parser.parse_args()
     settings = get_settings()
     hasher = argon2.PasswordHasher(
@@ -53,7 +54,7 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "name": "argon2id raw",
+                "name": args.name,
                 "params": f"m={settings.argon2_memory_kib},t={settings.argon2_time_cost},"
                 f"p={settings.argon2_parallelism}",
                 "threads": args.threads,

@@ -58,7 +58,7 @@ DURATION=${BENCH_DURATION:-10s}
 THREADS=${BENCH_THREADS:-2}
 CONNECTIONS=${BENCH_CONNECTIONS:-16}
 USERS=${BENCH_USERS:-1000}
-WORKERS=${BENCH_SERVER_WORKERS:-$(nproc)} # identity serve's default: one process per core
+WORKERS=${BENCH_SERVER_WORKERS:-0} # 0: identity serve's default (one process per four cores)
 SERVER=${BENCH_SERVER:-uvicorn-h2}
 SCENARIOS=" ${BENCH_SCENARIOS:-admin current code get healthz connect grpc healthz-saturated overload} "
 # The probes of healthz-saturated: a light load (each connection waits between requests), so
@@ -129,6 +129,8 @@ fi
 
 PY=$ROOT/.venv/bin/python
 IDENTITY=$ROOT/.venv/bin/identity
+# The number identity serve starts for --workers 0, so that the tables say it.
+[ "$WORKERS" != 0 ] || WORKERS=$("$PY" -c 'from api.serve import default_workers; print(default_workers())')
 RUN=bench_$(date +%s)_$$
 WORK=$(mktemp -d "/tmp/identity-bench.XXXXXX")
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -388,6 +390,10 @@ async def main():
     await conn.close()
 asyncio.run(main())
 PYEOF
+    # The host's speed drifts (runs a few minutes apart differ by up to 10 %): the raw rate
+    # once more, right after the load, and the ratios use the mean of both.
+    say "(i) raw argon2id hash rate again, after the load"
+    "$PY" bench/hashrate.py --threads "$(nproc)" --seconds 5 --name "argon2id raw (after)" >>"$RESULTS"
 fi
 run admin "POST password (admin set)" 1 "$WORK/users-admin.txt"
 run current "POST password (currentPassword)" 2 "$WORK/users-current.txt"
