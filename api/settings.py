@@ -110,7 +110,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Outbox relay and Celery.
     relay_interval_s: float = 5.0
     # After a commit wakes the relay, how long it lets further commits join the batch (it
-    # stops sooner once ``mail_batch_size`` commits have come): a second of e-mail delay
+    # stops sooner once ``mail_batch_size`` rows wait to be published): a second of e-mail delay
     # for batches that cost the worker, relay, Postgres and mail server a third less per
     # e-mail at a high rate than 0.2 s did (docs/DECISIONS.md, "A delivery's cost").
     relay_gather_s: float = 1.0

@@ -35,6 +35,8 @@ from tests.workers_support import (
     wait_processed,
 )
 from workers.celery_app import create_celery, publish_outbox_rows
+from workers.relay import CHANNEL
+from workers.relay import listening as relay_listening
 
 pytestmark = pytest.mark.slow
 
@@ -330,6 +332,39 @@ async def test_the_relay_stops_gathering_once_a_task_is_full(stack: Stack, world
         return "sent 3, refused 0" in stack.logs()
 
     await await_until(one_task_sent_all, 10, "the worker's line for one task of three")
+
+
+async def test_a_gathering_relay_does_not_listen_and_its_check_still_finds_it(
+    stack: Stack, world: World
+) -> None:
+    """Woken by a commit, the relay gathers without listening (a look every
+    ``GATHER_POLL_S``, not a wake-up per commit); its health check (``identity relay
+    --check``) finds it all the same, and the commits of that time join the batch."""
+    stack.start_worker()
+    stack.start_relay(relay_interval_s=60, relay_gather_s=4, mail_batch_size=100)
+    org_id, admin = await world.admin()
+    people = [await world.human(admin, org_id) for _ in range(2)]
+    await asyncio.sleep(1)  # the relay's first sweep is over: only a notification wakes it
+    await change(world, admin, people[0], 1)
+
+    async def gathering() -> bool:
+        statement = await world.db.fetchval(
+            "SELECT query FROM pg_stat_activity WHERE datname = current_database()"
+            " AND query ILIKE $1",
+            f"%LISTEN%{CHANNEL}%",
+        )
+        return bool(statement) and statement.upper().startswith("UNLISTEN")
+
+    await await_until(gathering, 3, "the relay gathering, not listening")
+    assert await relay_listening(stack.settings)
+    await change(world, admin, people[1], 1)  # while it gathers: no notification, same batch
+    for person in people:
+        await stack.wait_for_mails(person.email, 1, 20)
+
+    async def one_task_sent_both() -> bool:
+        return "sent 2, refused 0" in stack.logs()
+
+    await await_until(one_task_sent_both, 10, "the worker's line for one task of two")
 
 
 async def test_relay_killed_and_two_relays_at_once(stack: Stack, world: World) -> None:

@@ -2,7 +2,9 @@
 
 It publishes committed outbox rows as batched ``identity.deliver_emails`` tasks, so the API
 only commits its rows and answers. It is woken by Postgres (``LISTEN identity_outbox``, sent
-by a trigger at each commit that adds rows) and sweeps every ``relay_interval_s`` anyway, for
+by a trigger at each commit that adds rows), then gathers the commits of the next
+``relay_gather_s`` without listening (it looks every ``GATHER_POLL_S`` whether a task's worth
+is waiting), and sweeps every ``relay_interval_s`` anyway, for
 a notification missed while it was not listening and for rows published long ago but never
 processed. Several relays may run at once: each locks the rows it publishes and skips rows
 another holds (``SKIP LOCKED``), so none is published twice by them. Postgres or the broker
@@ -12,6 +14,7 @@ out of reach: it logs once, retries with backoff, and goes on when they are back
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -19,8 +22,9 @@ import sys
 import asyncpg
 
 from api import logs
+from api.db import Pool
 from api.domain.context import context
-from api.domain.outbox import relay_due
+from api.domain.outbox import batch_waiting, relay_due
 from api.settings import Settings, get_settings
 from workers import metrics
 from workers.celery_app import create_celery, publish_outbox_rows
@@ -30,32 +34,28 @@ log = logging.getLogger("identity.relay")
 CHANNEL = "identity_outbox"
 
 
-class _Commits:
-    """The commits Postgres has announced since the last sweep began: ``woken`` at the
-    first, ``full`` once there are enough to fill a task (no reason to gather longer)."""
+# While gathering, how often the relay looks whether a task's worth of rows is waiting.
+GATHER_POLL_S = 0.25
 
-    def __init__(self, batch_size: int) -> None:
-        self.batch_size = batch_size
-        self.count = 0
+
+class _Commits:
+    """Whether Postgres has announced a commit since the last sweep began."""
+
+    def __init__(self) -> None:
         self.woken = asyncio.Event()
-        self.full = asyncio.Event()
 
     def announced(self, *_: object) -> None:  # asyncpg's listener callback
-        self.count += 1
         self.woken.set()
-        if self.count >= self.batch_size:
-            self.full.set()
 
     def reset(self) -> None:
-        self.count = 0
         self.woken.clear()
-        self.full.clear()
 
 
 async def relay_forever(settings: Settings, stop: asyncio.Event) -> None:
     celery = create_celery(settings)
-    commits = _Commits(settings.mail_batch_size)
+    commits = _Commits()
     listener: asyncpg.Connection | None = None
+    listening = False
     backoff = 0.0
     try:
         async with context(settings, min_size=0, max_size=2) as ctx:
@@ -63,7 +63,11 @@ async def relay_forever(settings: Settings, stop: asyncio.Event) -> None:
                 try:
                     if listener is None or listener.is_closed():
                         listener = await asyncpg.connect(settings.database_url)
+                        listening = False
+                    # Listening before the sweep reads: a commit after its snapshot wakes it.
+                    if not listening:
                         await listener.add_listener(CHANNEL, commits.announced)
+                        listening = True
                     commits.reset()
                     published = await relay_due(
                         ctx.pool,
@@ -95,13 +99,35 @@ async def relay_forever(settings: Settings, stop: asyncio.Event) -> None:
                 await _first_of(commits.woken, stop, wait_s=wait)
                 if commits.woken.is_set() and settings.relay_gather_s > 0:
                     # Let the commits of the next moments join this one's batch: fewer,
-                    # larger tasks for the worker, at the cost of this much delay (none
-                    # once a task's worth has come).
-                    await _first_of(commits.full, stop, wait_s=settings.relay_gather_s)
+                    # larger tasks for the worker, at the cost of this much delay (less
+                    # once a task's worth is waiting). Not listening meanwhile: a wake-up of
+                    # the relay and of its Postgres backend for every commit cost more than
+                    # a look every GATHER_POLL_S; the sweep above listens again first.
+                    try:
+                        if listener is not None and listening:
+                            listening = False
+                            await listener.remove_listener(CHANNEL, commits.announced)
+                        await _gather(ctx.pool, stop, settings)
+                    except Exception:  # Postgres out of reach: the sweep will say so
+                        if listener is not None and not listener.is_closed():
+                            listener.terminate()
+                        listener = None
     finally:
         if listener is not None and not listener.is_closed():
             await listener.close()
         celery.close()
+
+
+async def _gather(pool: Pool, stop: asyncio.Event, settings: Settings) -> None:
+    """Until ``relay_gather_s`` has passed, the relay is stopped, or a task's worth of rows
+    (``mail_batch_size``) waits to be published."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.relay_gather_s
+    while (left := deadline - loop.time()) > 0 and not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), min(GATHER_POLL_S, left))
+        if await batch_waiting(pool, batch_size=settings.mail_batch_size):
+            return
 
 
 async def _first_of(woken: asyncio.Event, stop: asyncio.Event, *, wait_s: float) -> None:
@@ -113,13 +139,14 @@ async def _first_of(woken: asyncio.Event, stop: asyncio.Event, *, wait_s: float)
 
 
 async def listening(settings: Settings) -> bool:
-    """Some relay is connected and listening (the container's health check)."""
+    """Some relay is connected and listening, or gathering (its last statement then
+    ``UNLISTEN``; it listens again before its next sweep): the container's health check."""
     conn = await asyncpg.connect(settings.database_url)
     try:
         count: int = await conn.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
             " AND query ILIKE $1",
-            f"LISTEN%{CHANNEL}%",
+            f"%LISTEN%{CHANNEL}%",
         )
     finally:
         await conn.close()

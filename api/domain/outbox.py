@@ -40,3 +40,8 @@ async def relay_due(
         total += len(rows)
         if len(rows) < batch:
             return total
+
+
+async def batch_waiting(pool: Pool, *, batch_size: int) -> bool:
+    """At least ``batch_size`` committed rows wait to be published (a task's worth)."""
+    return await outbox.count_unpublished(pool, up_to=batch_size) >= batch_size

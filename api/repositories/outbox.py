@@ -114,6 +114,22 @@ RETURNING o.id, o.dead_at IS NOT NULL AS dead
 """
 
 
+# Counted up to $1 only: a backlog of published rows waiting for a worker costs nothing more.
+_UNPUBLISHED = """
+SELECT count(*) FROM (
+  SELECT 1 FROM outbox
+  WHERE processed_at IS NULL AND dead_at IS NULL AND published_at IS NULL
+  LIMIT $1
+) AS waiting
+"""
+
+
+async def count_unpublished(db: Pool | Connection, *, up_to: int) -> int:
+    """Committed rows never published, counted up to ``up_to``."""
+    count: int = await db.fetchval(_UNPUBLISHED, up_to)
+    return count
+
+
 async def mark_published(db: Pool | Connection, ids: Sequence[int]) -> None:
     await db.execute(_MARK_PUBLISHED, list(ids))
 
