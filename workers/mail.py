@@ -334,12 +334,16 @@ def _send_pipelined(
         ahead, content_of = b"", None
         if envelope is None:
             break
-        replies = [_reply(client)[0] for _ in range(envelope.commands.count(b"\r\n"))]
-        *accepted, data = replies
-        if data == 354 and all(code == 250 for code in accepted):
+        mail, *recipients, data = [
+            _reply(client)[0] for _ in range(envelope.commands.count(b"\r\n"))
+        ]
+        # What smtplib takes for success: 250 to MAIL, 250 or 251 to each RCPT, 354 to DATA.
+        refused = [code for code in (mail,) if code != 250]
+        refused += [code for code in recipients if code not in (250, 251)]
+        if data == 354 and not refused:
             ahead, content_of = envelope.content, envelope.position
             continue
-        outcomes[envelope.position] = f"smtp-{next(c for c in replies if c != 250)}"
+        outcomes[envelope.position] = f"smtp-{(refused or [data])[0]}"
         # A server that took DATA anyway gets an empty end of data; else the transaction
         # is reset for the next message.
         ahead = b".\r\n" if data == 354 else b"RSET\r\n"
