@@ -12,8 +12,10 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 
 from api.domain import notifications
 from api.domain.context import Context, context
@@ -22,7 +24,7 @@ from api.repositories import outbox
 from api.settings import Settings
 from tests.support import REFUSED_ADDRESS, World
 from workers import mail
-from workers.smtp_sink import MailSink
+from workers.smtp_sink import MailSink, _StoreHandler
 
 REFUSED = REFUSED_ADDRESS  # the sink fixture refuses it (550)
 
@@ -269,3 +271,35 @@ def test_an_e_mail_is_written_byte_for_byte_as_compat32_writes_it(
         )
         assert message.policy is not email.policy.compat32
         assert ours.getvalue() == reference.getvalue()
+
+
+def test_a_recipient_the_server_will_forward_is_accepted_as_smtplib_takes_it(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """RFC 5321's 251 (user not local; will forward) to RCPT is a success, pipelined too."""
+
+    class Forwarding(_StoreHandler):
+        async def handle_RCPT(
+            self, server: Any, session: Any, envelope: Any, address: str, options: Any
+        ) -> str:
+            envelope.rcpt_tos.append(address)
+            return "251 2.1.5 User not local; will forward"
+
+    directory = tmp_path / "forwarded"
+    directory.mkdir()
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    controller = Controller(Forwarding(directory), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        settings = make_settings(smtp_url=f"smtp://127.0.0.1:{port}")
+        messages = [
+            mail.password_changed_message(settings=settings, to=to, name="Someone", outbox_id=i)
+            for i, to in enumerate(["a@example.com", "b@example.com"])
+        ]
+
+        assert mail.send_batch(settings, messages) == [None, None]
+        assert len(list(directory.glob("*.eml"))) == 2
+    finally:
+        controller.stop()
