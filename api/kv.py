@@ -20,27 +20,25 @@ Redis = aioredis.Redis
 BlockingRedis = redis.Redis
 
 
+def _options(settings: Settings) -> dict[str, Any]:
+    """What both clients of one Redis share: its timeouts, raw bytes."""
+    return {
+        "socket_timeout": settings.redis_timeout_s,
+        "socket_connect_timeout": settings.redis_timeout_s,
+        "health_check_interval": 30,
+        "decode_responses": False,
+    }
+
+
 def create_redis(settings: Settings) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
-        health_check_interval=30,
-        decode_responses=False,
-    )
+    return aioredis.Redis.from_url(settings.redis_url, **_options(settings))
 
 
 def create_blocking_redis(settings: Settings) -> redis.Redis:
     """The same Redis for code that runs in a thread of its own and must not wait for the
     event loop (the mailer's journal writes, ``api.repositories.mail_journal``). It connects
     on first use."""
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
-        health_check_interval=30,
-        decode_responses=False,
-    )
+    return redis.Redis.from_url(settings.redis_url, **_options(settings))
 
 
 class Keys:

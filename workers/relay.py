@@ -38,22 +38,13 @@ CHANNEL = "identity_outbox"
 GATHER_POLL_S = 0.25
 
 
-class _Commits:
-    """Whether Postgres has announced a commit since the last sweep began."""
-
-    def __init__(self) -> None:
-        self.woken = asyncio.Event()
-
-    def announced(self, *_: object) -> None:  # asyncpg's listener callback
-        self.woken.set()
-
-    def reset(self) -> None:
-        self.woken.clear()
-
-
 async def relay_forever(settings: Settings, stop: asyncio.Event) -> None:
     celery = create_celery(settings)
-    commits = _Commits()
+    woken = asyncio.Event()  # Postgres announced a commit since the sweep began
+
+    def announced(*_: object) -> None:  # asyncpg's listener callback
+        woken.set()
+
     listener: asyncpg.Connection | None = None
     listening = False
     backoff = 0.0
@@ -66,9 +57,9 @@ async def relay_forever(settings: Settings, stop: asyncio.Event) -> None:
                         listening = False
                     # Listening before the sweep reads: a commit after its snapshot wakes it.
                     if not listening:
-                        await listener.add_listener(CHANNEL, commits.announced)
+                        await listener.add_listener(CHANNEL, announced)
                         listening = True
-                    commits.reset()
+                    woken.clear()
                     published = await relay_due(
                         ctx.pool,
                         lambda rows: publish_outbox_rows(
@@ -96,8 +87,8 @@ async def relay_forever(settings: Settings, stop: asyncio.Event) -> None:
                     if listener is not None and not listener.is_closed():
                         listener.terminate()
                     listener = None
-                await _first_of(commits.woken, stop, wait_s=wait)
-                if commits.woken.is_set() and settings.relay_gather_s > 0:
+                await _first_of(woken, stop, wait_s=wait)
+                if woken.is_set() and settings.relay_gather_s > 0:
                     # Let the commits of the next moments join this one's batch: fewer,
                     # larger tasks for the worker, at the cost of this much delay (less
                     # once a task's worth is waiting). Not listening meanwhile: a wake-up of
@@ -106,7 +97,7 @@ async def relay_forever(settings: Settings, stop: asyncio.Event) -> None:
                     try:
                         if listener is not None and listening:
                             listening = False
-                            await listener.remove_listener(CHANNEL, commits.announced)
+                            await listener.remove_listener(CHANNEL, announced)
                         await _gather(ctx.pool, stop, settings)
                     except Exception:  # Postgres out of reach: the sweep will say so
                         if listener is not None and not listener.is_closed():
